@@ -1,0 +1,582 @@
+"""Advancing one run: the scheduler loop.
+
+The run's state lives in the metadata DB; the driver holds the run's lease (renewed by a
+heartbeat), starts ready steps up to the parallelism limit, records every transition in a
+transaction, and stops when the run ends or waits for a person. Any process can drive a run: after
+a crash, the next driver recovers the attempts that were in flight and carries on.
+"""
+
+from __future__ import annotations
+
+import queue
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from modelyard.errors import ExpressionError, ModelyardError, StateConflict
+from modelyard.executors.base import Handle, StepResult, StepTask
+from modelyard.executors.processes import is_same_process, kill_tree
+from modelyard.pipeline.dag import Dag
+from modelyard.pipeline.expressions import Expression
+from modelyard.pipeline.model import Pipeline, Step
+from modelyard.pipeline.templates import render, render_value
+from modelyard.store import runs as db
+from modelyard.store.artifacts import ArtifactRef
+
+from .evaluation import evaluate, expression_context
+from .planning import plan
+from .preparation import PreparedStep, prepare_step
+from .runtime import Runtime, owner_is_dead, process_identity
+
+Observer = Callable[[str, str | None, str], None]
+CONTROL_POLL_SECONDS = 0.25
+
+
+@dataclass
+class _InFlight:
+    step: str
+    attempt_id: int
+    prepared: PreparedStep
+    handle: Handle | None = None
+
+
+@dataclass
+class _Finished:
+    task: StepTask
+    result: StepResult
+    stored: dict[str, dict[str, Any]] | None = None
+    log_digest: str | None = None
+    store_error: str | None = None
+
+
+class RunDriver:
+    def __init__(self, runtime: Runtime, run_id: int, observer: Observer | None = None):
+        self.runtime = runtime
+        self.run_id = run_id
+        self.observer = observer
+        self.owner = process_identity()
+        self.events: queue.Queue[_Finished] = queue.Queue()
+        self.in_flight: dict[str, _InFlight] = {}
+        self.lost_lease = threading.Event()
+        self._stop_heartbeat = threading.Event()
+
+    # -- lease -----------------------------------------------------------------------------------
+
+    def acquire(self) -> None:
+        lease = self.runtime.settings.lease_seconds
+        with self.runtime.db.begin() as conn:
+            run = db.get_run(conn, self.run_id)
+            if run.status in db.RUN_DONE:
+                raise StateConflict(
+                    f"run {self.run_id} has already {run.status}",
+                    hint="start a new run with `modelyard run`",
+                )
+            steal = run.owner if owner_is_dead(run.owner) else None
+            if not db.try_acquire(conn, self.run_id, self.owner, lease, steal_from=steal):
+                raise StateConflict(
+                    f"run {self.run_id} is being advanced by another process ({run.owner})",
+                    hint="wait for it, or stop it with `modelyard cancel`",
+                )
+
+    def _heartbeat(self) -> None:
+        lease = self.runtime.settings.lease_seconds
+        while not self._stop_heartbeat.wait(lease / 3):
+            try:
+                with self.runtime.db.begin() as conn:
+                    if not db.renew_lease(conn, self.run_id, self.owner, lease):
+                        self.lost_lease.set()
+                        return
+            except ModelyardError:
+                continue  # a transient DB error: the lease has slack for the next try
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    def drive(self) -> db.RunRow:
+        self.acquire()
+        heartbeat = threading.Thread(target=self._heartbeat, name="lease", daemon=True)
+        heartbeat.start()
+        try:
+            with self.runtime.db.begin() as conn:
+                run = db.get_run(conn, self.run_id)
+                self._recover_lost_attempts(conn)
+                if run.status != db.RUNNING:
+                    db.update_run(
+                        conn,
+                        self.run_id,
+                        status=db.RUNNING,
+                        started_at=run.started_at or time.time(),
+                    )
+                    db.add_event(conn, self.run_id, "run-started")
+            self.pipeline = Pipeline.from_json(run.definition)
+            self.dag = Dag(self.pipeline)
+            self._notify("run-started", None, f"{run.pipeline} (run {self.run_id})")
+            self._loop()
+        finally:
+            self._stop_heartbeat.set()
+            heartbeat.join()
+            for flight in list(self.in_flight.values()):
+                if flight.handle is not None:
+                    flight.handle.cancel()
+            with self.runtime.db.begin() as conn:
+                db.release(conn, self.run_id, self.owner)
+        with self.runtime.db.begin() as conn:
+            return db.get_run(conn, self.run_id)
+
+    def _loop(self) -> None:
+        next_control = 0.0
+        while True:
+            now = time.time()
+            if self.lost_lease.is_set():
+                raise StateConflict(
+                    f"run {self.run_id} was taken over by another process",
+                    hint="see `modelyard show` for its state",
+                )
+            if now >= next_control:
+                next_control = now + CONTROL_POLL_SECONDS
+                if self._cancel_requested():
+                    self._cancel()
+                    return
+            wake_at = self._advance()
+            if wake_at is None:
+                return
+            timeout = max(0.0, min(wake_at, next_control) - time.time())
+            try:
+                finished = self.events.get(timeout=timeout)
+            except queue.Empty:
+                continue
+            self._complete(finished)
+            while True:  # record everything that finished meanwhile before planning again
+                try:
+                    self._complete(self.events.get_nowait())
+                except queue.Empty:
+                    break
+
+    def _advance(self) -> float | None:
+        """Start what can start; return when to look again, or None when the run has settled."""
+        with self.runtime.db.begin() as conn:
+            run = db.get_run(conn, self.run_id)
+            steps = db.get_steps(conn, self.run_id)
+            self._apply_approval_decisions(conn, steps)
+            steps = db.get_steps(conn, self.run_id)
+        decision = plan(self.dag, steps, time.time())
+        if decision.skip:
+            with self.runtime.db.begin() as conn:
+                for name, reason in decision.skip.items():
+                    db.update_step(
+                        conn,
+                        steps[name].id,
+                        status=db.SKIPPED,
+                        message=reason,
+                        finished_at=time.time(),
+                    )
+                    db.add_event(conn, self.run_id, "step-skipped", reason, name)
+            for name, reason in decision.skip.items():
+                self._notify("step-skipped", name, reason)
+            return time.time()
+        failed = decision.failed
+        limit = self._max_parallel(run)
+        started = False
+        if not failed:
+            for name in decision.ready:
+                step = self.pipeline.steps[name]
+                if step.is_compute and len(self.in_flight) >= limit:
+                    break
+                if name in self.in_flight:
+                    continue
+                self._start(run, step, steps)
+                started = True
+        if started:
+            return time.time()
+        if self.in_flight:
+            return decision.wake_at or time.time() + 3600
+        if decision.ready and not failed:
+            return time.time()
+        if decision.retry_at is not None and not failed:
+            return decision.retry_at
+        self._settle(run, steps, decision.waiting)
+        return None
+
+    def _max_parallel(self, run: db.RunRow) -> int:
+        return int(
+            run.options.get("max_parallel")
+            or self.pipeline.max_parallel
+            or self.runtime.settings.max_parallel
+        )
+
+    # -- starting steps --------------------------------------------------------------------------
+
+    def _start(self, run: db.RunRow, step: Step, steps: dict[str, db.StepRow]) -> None:
+        row = steps[step.name]
+        if step.kind == "condition":
+            self._run_condition(run, step, steps)
+        elif step.kind == "fail":
+            self._run_fail(run, step, steps)
+        elif step.kind == "approval":
+            self._open_approval(step, row)
+        else:
+            self._start_compute(run, step, steps)
+
+    def _run_condition(self, run: db.RunRow, step: Step, steps: dict[str, db.StepRow]) -> None:
+        assert step.condition is not None
+        row = steps[step.name]
+        try:
+            result = evaluate(
+                Expression.parse(step.condition),
+                expression_context(run, steps),
+                self.runtime.store,
+            )
+        except ExpressionError as exc:
+            self._finish_step(row, db.FAILED, f"condition error: {exc.message}")
+            return
+        outcome = bool(result)
+        chosen = step.then if outcome else step.otherwise
+        message = f"{step.condition} -> {str(outcome).lower()}"
+        if chosen:
+            message += "; runs " + ", ".join(chosen)
+        self._finish_step(row, db.SUCCEEDED, message, values={"result": outcome})
+
+    def _run_fail(self, run: db.RunRow, step: Step, steps: dict[str, db.StepRow]) -> None:
+        context = expression_context(run, steps)
+        try:
+            message = str(render(step.message, lambda e: evaluate(e, context, self.runtime.store)))
+        except ExpressionError as exc:
+            message = f"{step.message} (could not render: {exc.message})"
+        self._finish_step(steps[step.name], db.FAILED, message)
+
+    def _open_approval(self, step: Step, row: db.StepRow) -> None:
+        if row.status == db.WAITING:
+            return
+        now = time.time()
+        deadline = now + step.approval_timeout if step.approval_timeout else None
+        with self.runtime.db.begin() as conn:
+            db.update_step(
+                conn,
+                row.id,
+                status=db.WAITING,
+                started_at=now,
+                deadline=deadline,
+                message=step.message or "waiting for approval",
+            )
+            db.add_event(conn, self.run_id, "approval-waiting", step.message, step.name)
+        hint = f"modelyard approve {self.run_id} {step.name} --comment '...'"
+        self._notify("approval-waiting", step.name, f"{step.message} ({hint})".strip())
+
+    def _apply_approval_decisions(self, conn: Any, steps: dict[str, db.StepRow]) -> None:
+        now = time.time()
+        for row in steps.values():
+            if row.status != db.WAITING:
+                continue
+            decision = db.get_approval(conn, row.id)
+            if decision is not None:
+                approved = decision.decision == "approved"
+                verb = "approved" if approved else "rejected"
+                message = f"{verb} by {decision.actor}"
+                if decision.comment:
+                    message += f": {decision.comment}"
+                status = db.SUCCEEDED if approved else db.FAILED
+                db.update_step(conn, row.id, status=status, message=message, finished_at=now)
+                db.add_event(conn, self.run_id, f"approval-{verb}", message, row.name)
+                self._notify(f"step-{status}", row.name, message)
+            elif row.deadline is not None and row.deadline < now:
+                message = "approval timed out: nobody approved or rejected it in time"
+                db.update_step(conn, row.id, status=db.FAILED, message=message, finished_at=now)
+                db.add_event(conn, self.run_id, "approval-timed-out", message, row.name)
+                self._notify("step-failed", row.name, message)
+
+    def _start_compute(self, run: db.RunRow, step: Step, steps: dict[str, db.StepRow]) -> None:
+        row = steps[step.name]
+        try:
+            prepared = prepare_step(self.runtime, run, step, steps)
+        except ModelyardError as exc:
+            self._finish_step(row, db.FAILED, str(exc))
+            return
+        no_cache = run.options.get("no_cache") or step.name in run.options.get("no_cache_steps", [])
+        if step.cache and not no_cache and self._try_cache(run, row, prepared.cache_key):
+            return
+        number = row.attempts + 1
+        try:
+            task = prepared.task_for_attempt(self.runtime.settings, number)
+        except ModelyardError as exc:
+            self._finish_step(row, db.FAILED, f"cannot prepare attempt {number}: {exc}")
+            return
+        now = time.time()
+        with self.runtime.db.begin() as conn:
+            attempt_id = db.insert_attempt(
+                conn,
+                step_run_id=row.id,
+                number=number,
+                status=db.RUNNING,
+                host=self.owner.split(":")[0],
+                started_at=now,
+                log_path=str(task.log_path),
+            )
+            db.update_step(
+                conn,
+                row.id,
+                status=db.RUNNING,
+                attempts=number,
+                cache_key=prepared.cache_key,
+                started_at=row.started_at or now,
+                not_before=None,
+                message=None,
+            )
+            db.add_event(conn, self.run_id, "step-started", f"attempt {number}", step.name)
+        flight = _InFlight(step.name, attempt_id, prepared)
+        self.in_flight[step.name] = flight
+        self._notify("step-started", step.name, f"attempt {number}")
+        flight.handle = prepared.executor().start(task, self._on_done)
+        if flight.handle.pid is not None:
+            from modelyard.executors.processes import start_time
+
+            with self.runtime.db.begin() as conn:
+                db.update_attempt(
+                    conn,
+                    attempt_id,
+                    pid=flight.handle.pid,
+                    pid_started_at=start_time(flight.handle.pid),
+                )
+
+    def _try_cache(self, run: db.RunRow, row: db.StepRow, key: str) -> bool:
+        with self.runtime.db.begin() as conn:
+            entry = db.get_cache_entry(conn, key)
+        if entry is None:
+            return False
+        refs = [ArtifactRef.from_json(r) for r in entry.outputs.values()]
+        if not all(self.runtime.store.verify(ref) for ref in refs):
+            with self.runtime.db.begin() as conn:
+                db.delete_cache_entry(conn, key)
+                db.add_event(
+                    conn,
+                    self.run_id,
+                    "cache-invalid",
+                    "a cached output is missing or corrupt: running the step again",
+                    row.name,
+                )
+            self._notify("cache-invalid", row.name, "cached output missing or corrupt: re-running")
+            return False
+        message = f"cache hit (outputs of run {entry.run_id})"
+        self._finish_step(
+            row,
+            db.SUCCEEDED,
+            message,
+            outputs=entry.outputs,
+            values=entry._mapping["values"],
+            cached=True,
+            cache_key=key,
+        )
+        return True
+
+    def _on_done(self, task: StepTask, result: StepResult) -> None:
+        """Called from an executor thread: store outputs here, off the scheduler's thread."""
+        finished = _Finished(task, result)
+        store = self.runtime.store
+        try:
+            if task.log_path.exists():
+                finished.log_digest = store.put_file(task.log_path).digest
+            if result.ok:
+                stored = {
+                    name: store.put_path(path).to_json() for name, path in task.outputs.items()
+                }
+                for value in result.values.values():
+                    store.put_value(value)
+                finished.stored = stored
+        except ModelyardError as exc:
+            finished.store_error = f"storing the outputs failed: {exc}"
+        except OSError as exc:
+            finished.store_error = f"storing the outputs failed: {exc}"
+        self.events.put(finished)
+
+    # -- completing steps ------------------------------------------------------------------------
+
+    def _complete(self, finished: _Finished) -> None:
+        task, result = finished.task, finished.result
+        flight = self.in_flight.pop(task.step)
+        step = self.pipeline.steps[task.step]
+        ok = result.ok and finished.store_error is None
+        error = finished.store_error or result.error
+        attempt_status = (
+            "succeeded"
+            if ok
+            else (
+                "cancelled" if result.cancelled else "timed-out" if result.timed_out else "failed"
+            )
+        )
+        now = time.time()
+        with self.runtime.db.begin() as conn:
+            row = db.get_steps(conn, self.run_id)[task.step]
+            db.update_attempt(
+                conn,
+                flight.attempt_id,
+                status=attempt_status,
+                finished_at=now,
+                exit_code=result.exit_code,
+                error=error,
+                log_digest=finished.log_digest,
+            )
+            if ok:
+                assert finished.stored is not None
+                refs = list(finished.stored.values())
+                db.record_artifacts(conn, refs)
+                if step.cache:
+                    db.put_cache_entry(
+                        conn,
+                        flight.prepared.cache_key,
+                        step.name,
+                        finished.stored,
+                        result.values,
+                        self.run_id,
+                    )
+                db.update_step(
+                    conn,
+                    row.id,
+                    status=db.SUCCEEDED,
+                    outputs=finished.stored,
+                    values=result.values,
+                    finished_at=now,
+                    message=None,
+                )
+                db.add_event(conn, self.run_id, "step-succeeded", "", task.step)
+            elif result.cancelled:
+                db.update_step(conn, row.id, status=db.CANCELLED, message=error, finished_at=now)
+            else:
+                failures = row.failures + 1
+                if failures <= step.retry.max:
+                    delay = step.retry.delay(failures)
+                    db.update_step(
+                        conn,
+                        row.id,
+                        status=db.PENDING,
+                        failures=failures,
+                        not_before=now + delay,
+                        message=f"{error}; retrying in {delay:g}s",
+                    )
+                    db.add_event(conn, self.run_id, "step-retrying", error or "", task.step)
+                else:
+                    db.update_step(
+                        conn,
+                        row.id,
+                        status=db.FAILED,
+                        failures=failures,
+                        message=error,
+                        finished_at=now,
+                    )
+                    db.add_event(conn, self.run_id, "step-failed", error or "", task.step)
+        if not self.runtime.settings.keep_workdirs and ok:
+            shutil.rmtree(task.workdir, ignore_errors=True)
+        kind = "step-succeeded" if ok else "step-cancelled" if result.cancelled else "step-failed"
+        retrying = not ok and not result.cancelled and row.failures + 1 <= step.retry.max
+        self._notify("step-retrying" if retrying else kind, task.step, error or "")
+
+    def _finish_step(self, row: db.StepRow, status: str, message: str, **values: Any) -> None:
+        now = time.time()
+        with self.runtime.db.begin() as conn:
+            db.update_step(
+                conn,
+                row.id,
+                status=status,
+                message=message,
+                finished_at=now,
+                started_at=row.started_at or now,
+                **values,
+            )
+            db.add_event(conn, self.run_id, f"step-{status}", message, row.name)
+        kind = "step-cached" if values.get("cached") else f"step-{status}"
+        self._notify(kind, row.name, message)
+
+    # -- ending ----------------------------------------------------------------------------------
+
+    def _settle(self, run: db.RunRow, steps: dict[str, db.StepRow], waiting: list[str]) -> None:
+        with self.runtime.db.begin() as conn:
+            steps = db.get_steps(conn, self.run_id)
+            failed = [s for s in steps.values() if s.status == db.FAILED]
+            if failed:
+                status = db.FAILED
+                message = f"step '{failed[0].name}' failed: {failed[0].message}"
+            elif waiting:
+                status = db.WAITING
+                message = "waiting for approval of " + ", ".join(waiting)
+            else:
+                status = db.SUCCEEDED
+                skipped = [s.name for s in steps.values() if s.status == db.SKIPPED]
+                message = ("skipped: " + ", ".join(skipped)) if skipped else ""
+                message += _condition_summary(steps, skipped)
+            done = status in db.RUN_DONE
+            db.update_run(
+                conn,
+                self.run_id,
+                status=status,
+                message=message,
+                finished_at=time.time() if done else None,
+            )
+            db.add_event(conn, self.run_id, f"run-{status}", message)
+        self._notify(f"run-{status}", None, message)
+
+    def _cancel_requested(self) -> bool:
+        with self.runtime.db.begin() as conn:
+            return db.get_run(conn, self.run_id).cancel_requested
+
+    def _cancel(self) -> None:
+        for flight in list(self.in_flight.values()):
+            if flight.handle is not None:
+                flight.handle.cancel()
+        while self.in_flight:
+            self._complete(self.events.get())
+        mark_cancelled(self.runtime, self.run_id)
+        self._notify("run-cancelled", None, "cancelled")
+
+    def _recover_lost_attempts(self, conn: Any) -> None:
+        """Attempts left running by a dead driver: stop what survives of them, run them again."""
+        for name, attempt in db.running_attempts(conn, self.run_id):
+            if is_same_process(attempt.pid, attempt.pid_started_at):
+                assert attempt.pid is not None
+                kill_tree(attempt.pid)
+            db.update_attempt(
+                conn,
+                attempt.id,
+                status="lost",
+                finished_at=time.time(),
+                error="the process driving the run stopped during this attempt",
+            )
+            row = db.get_steps(conn, self.run_id)[name]
+            db.update_step(conn, row.id, status=db.PENDING, message="re-running a lost attempt")
+            db.add_event(conn, self.run_id, "attempt-lost", f"attempt {attempt.number}", name)
+
+    def _notify(self, kind: str, step: str | None, message: str) -> None:
+        if self.observer is not None:
+            self.observer(kind, step, message)
+
+
+def mark_cancelled(runtime: Runtime, run_id: int) -> None:
+    """Record a run as cancelled: unfinished steps cancelled, orphaned processes killed."""
+    now = time.time()
+    with runtime.db.begin() as conn:
+        for _name, attempt in db.running_attempts(conn, run_id):
+            if is_same_process(attempt.pid, attempt.pid_started_at):
+                assert attempt.pid is not None
+                kill_tree(attempt.pid)
+            db.update_attempt(conn, attempt.id, status="cancelled", finished_at=now)
+        for row in db.get_steps(conn, run_id).values():
+            if row.status not in db.STEP_DONE:
+                db.update_step(conn, row.id, status=db.CANCELLED, finished_at=now)
+        db.update_run(conn, run_id, status=db.CANCELLED, finished_at=now, message="cancelled")
+        db.add_event(conn, run_id, "run-cancelled", "cancelled")
+
+
+def _condition_summary(steps: dict[str, db.StepRow], skipped: list[str]) -> str:
+    if not skipped:
+        return ""
+    reasons = [
+        f"{s.name}: {s.message}" for s in steps.values() if s.kind == "condition" and s.message
+    ]
+    return (" (" + "; ".join(reasons) + ")") if reasons else ""
+
+
+def render_step_value(value: Any, context: dict[str, Any], runtime: Runtime) -> Any:
+    return render_value(value, lambda e: evaluate(e, context, runtime.store))
+
+
+__all__ = ["Path", "RunDriver", "mark_cancelled", "render_step_value"]

@@ -1,0 +1,126 @@
+"""The inline executor: `python` steps run in a thread of the driving process.
+
+For a fast inner loop: no interpreter start, no re-import. Each step's print output goes to its own
+log through a per-thread stream. A timeout cannot kill a thread: the step is reported as timed out
+and its result discarded, and the note in its log says so.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+import threading
+import traceback
+from typing import Any, TextIO
+
+from modelyard.executors.base import DoneCallback, StepResult, StepTask, read_values
+from modelyard.executors.pyfunc import StepFunctionError, call_step_function
+
+
+class _ThreadRoutedStream(io.TextIOBase):
+    """Writes go to the current thread's log if it has one, else to the original stream."""
+
+    def __init__(self, original: TextIO):
+        self.original = original
+        self.local = threading.local()
+
+    def write(self, text: str) -> int:
+        target = getattr(self.local, "target", None)
+        return (target or self.original).write(text)
+
+    def flush(self) -> None:
+        (getattr(self.local, "target", None) or self.original).flush()
+
+
+_install_lock = threading.Lock()
+_streams: tuple[_ThreadRoutedStream, _ThreadRoutedStream] | None = None
+
+
+def _routed_streams() -> tuple[_ThreadRoutedStream, _ThreadRoutedStream]:
+    global _streams
+    with _install_lock:
+        if _streams is None:
+            _streams = (_ThreadRoutedStream(sys.stdout), _ThreadRoutedStream(sys.stderr))
+            sys.stdout, sys.stderr = _streams  # type: ignore[assignment]
+        return _streams
+
+
+class InlineHandle:
+    pid = None
+
+    def __init__(self) -> None:
+        self.cancelled = threading.Event()
+
+    def cancel(self) -> None:
+        # A thread cannot be killed: its result is discarded when it ends.
+        self.cancelled.set()
+
+
+class InlineExecutor:
+    def start(self, task: StepTask, done: DoneCallback) -> InlineHandle:
+        handle = InlineHandle()
+        finished = threading.Event()
+        worker = threading.Thread(
+            target=self._run, args=(task, handle, done, finished), name=f"inline-{task.step}"
+        )
+        worker.daemon = True
+        worker.start()
+        if task.timeout is not None:
+            threading.Thread(
+                target=self._watch, args=(task, handle, done, finished), daemon=True
+            ).start()
+        return handle
+
+    def _run(
+        self,
+        task: StepTask,
+        handle: InlineHandle,
+        done: DoneCallback,
+        finished: threading.Event,
+    ) -> None:
+        out, err = _routed_streams()
+        task.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(task.log_path, "a", encoding="utf-8", buffering=1) as log:
+            out.local.target = err.local.target = log
+            try:
+                result = self._call(task)
+            finally:
+                out.local.target = err.local.target = None
+        if handle.cancelled.is_set():
+            result = StepResult(ok=False, error="cancelled", cancelled=True)
+        if not finished.is_set():
+            finished.set()
+            done(task, result)
+
+    @staticmethod
+    def _call(task: StepTask) -> StepResult:
+        try:
+            values: dict[str, Any] = call_step_function(task)
+        except StepFunctionError as exc:
+            print(f"modelyard: {exc}", file=sys.stderr)
+            return StepResult(ok=False, exit_code=1, error=str(exc))
+        except Exception as exc:
+            traceback.print_exc()
+            return StepResult(ok=False, exit_code=1, error=f"{type(exc).__name__}: {exc}")
+        task.values_file.write_text(_json(values), encoding="utf-8")
+        checked, problem = read_values(task)
+        return StepResult(ok=problem is None, exit_code=0, error=problem, values=checked)
+
+    @staticmethod
+    def _watch(
+        task: StepTask, handle: InlineHandle, done: DoneCallback, finished: threading.Event
+    ) -> None:
+        assert task.timeout is not None
+        if finished.wait(task.timeout):
+            return
+        finished.set()
+        handle.cancelled.set()
+        error = f"timed out after {task.timeout:g}s (inline steps cannot be killed: use the "
+        error += "process executor for steps that may hang)"
+        done(task, StepResult(ok=False, error=error, timed_out=True))
+
+
+def _json(values: dict[str, Any]) -> str:
+    import json
+
+    return json.dumps(values)

@@ -1,0 +1,70 @@
+"""Process trees: start times (to recognise a pid after a restart) and killing a whole tree."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+
+
+def start_time(pid: int) -> float | None:
+    """When process `pid` started, or None if it does not exist."""
+    import psutil
+
+    try:
+        return float(psutil.Process(pid).create_time())
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ProcessLookupError):
+        return None
+
+
+def is_same_process(pid: int | None, started_at: float | None) -> bool:
+    """True if `pid` is alive and is the process that started at `started_at` (not a reused pid)."""
+    if pid is None:
+        return False
+    current = start_time(pid)
+    if current is None:
+        return False
+    return started_at is None or abs(current - started_at) < 1.0
+
+
+def kill_tree(pid: int, *, grace: float = 5.0) -> None:
+    """SIGTERM the process group led by `pid` and every descendant, then SIGKILL what is left.
+
+    Steps run in their own session, so the group holds the step and what it started; descendants
+    that left the group (daemonised with setsid) are found through the process tree.
+    """
+    import psutil
+
+    try:
+        leader = psutil.Process(pid)
+        members = [leader, *leader.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        members = []
+    _signal_group(pid, signal.SIGTERM)
+    for proc in members:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.terminate()
+    _, alive = psutil.wait_procs(members, timeout=grace)
+    _signal_group(pid, signal.SIGKILL)
+    for proc in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=grace)
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def wait_gone(pid: int, timeout: float) -> bool:
+    """Wait until `pid` no longer exists (used for processes that are not our children)."""
+    import psutil
+
+    try:
+        psutil.Process(pid).wait(timeout=timeout)
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.TimeoutExpired:
+        return False
+    return True

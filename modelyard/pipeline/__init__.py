@@ -1,0 +1,1 @@
+"""Pipelines: the model of a pipeline, its DAG, templates, expressions and lint rules."""

@@ -1,0 +1,119 @@
+"""The pure pipeline model: what the engine runs and what is stored with every run.
+
+Plain frozen dataclasses that round-trip through JSON, so a run carries the exact definition it
+was started with and any process can advance it without re-reading the project file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+StepKind = Literal["run", "python", "condition", "fail", "approval"]
+COMPUTE_KINDS = frozenset({"run", "python"})
+
+
+@dataclass(frozen=True)
+class Parameter:
+    name: str
+    type: str
+    default: Any = None
+    required: bool = False
+    description: str = ""
+    choices: tuple[Any, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Retry:
+    max: int = 0
+    backoff: float = 1.0
+    factor: float = 2.0
+    max_backoff: float = 300.0
+
+    def delay(self, failed_attempts: int) -> float:
+        """Seconds to wait before the next attempt after `failed_attempts` failures (>= 1)."""
+        return float(min(self.backoff * self.factor ** (failed_attempts - 1), self.max_backoff))
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    kind: StepKind
+    description: str = ""
+    after: tuple[str, ...] = ()
+    # compute steps (run, python)
+    inputs: dict[str, str] = field(default_factory=dict)
+    outputs: tuple[str, ...] = ()
+    values: tuple[str, ...] = ()
+    params: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    code: tuple[str, ...] = ()
+    retry: Retry = field(default_factory=Retry)
+    timeout: float | None = None
+    cache: bool = True
+    # run
+    command: str | tuple[str, ...] | None = None
+    shell: bool = False
+    contract: str = "modelyard"
+    workdir: str | None = None
+    # python
+    function: str | None = None
+    executor: str = "process"
+    # condition
+    condition: str | None = None
+    then: tuple[str, ...] = ()
+    otherwise: tuple[str, ...] = ()
+    # fail and approval
+    message: str = ""
+    approval_timeout: float | None = None
+
+    @property
+    def is_compute(self) -> bool:
+        return self.kind in COMPUTE_KINDS
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Step:
+        values = dict(data)
+        for key in ("after", "outputs", "values", "code", "then", "otherwise"):
+            if key in values:
+                values[key] = tuple(values[key])
+        if isinstance(values.get("command"), list):
+            values["command"] = tuple(values["command"])
+        if "retry" in values:
+            values["retry"] = Retry(**values["retry"])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    name: str
+    steps: dict[str, Step]
+    parameters: dict[str, Parameter] = field(default_factory=dict)
+    description: str = ""
+    max_parallel: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "max_parallel": self.max_parallel,
+            "parameters": {n: asdict(p) for n, p in self.parameters.items()},
+            "steps": [s.to_json() for s in self.steps.values()],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Pipeline:
+        params = {}
+        for name, p in data.get("parameters", {}).items():
+            choices = p.get("choices")
+            params[name] = Parameter(**(p | {"choices": tuple(choices) if choices else None}))
+        return cls(
+            name=data["name"],
+            description=data.get("description", ""),
+            max_parallel=data.get("max_parallel"),
+            parameters=params,
+            steps={s["name"]: Step.from_json(s) for s in data["steps"]},
+        )

@@ -1,0 +1,231 @@
+"""Find, load and validate a project: modelyard.yaml -> typed, linted `Project`."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from modelyard.errors import ConfigError, ProjectNotFound
+from modelyard.pipeline.lint import LintIssue, lint_pipeline
+from modelyard.pipeline.model import Parameter, Pipeline, Retry, Step
+from modelyard.pipeline.params import infer_type
+from modelyard.project import schema
+from modelyard.project.checks import check_files
+from modelyard.project.yamlsource import YamlSource, load_yaml
+
+PROJECT_FILE = "modelyard.yaml"
+
+
+@dataclass
+class Problem:
+    """One validation finding, already located in the file."""
+
+    level: str
+    where: str
+    message: str
+    hint: str = ""
+
+    def __str__(self) -> str:
+        text = f"{self.where}: {self.level}: {self.message}"
+        return text + (f"\n  fix: {self.hint}" if self.hint else "")
+
+
+class ProjectInvalid(ConfigError):
+    """The project file has errors; `problems` lists each with its file:line."""
+
+    def __init__(self, problems: list[Problem]):
+        errors = [p for p in problems if p.level == "error"]
+        count = f"{len(errors)} error{'s' if len(errors) != 1 else ''}"
+        super().__init__(
+            f"the project is invalid ({count}):\n" + "\n".join(str(p) for p in problems)
+        )
+        self.problems = problems
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass
+class Project:
+    root: Path
+    file: Path
+    spec: schema.ProjectSpec
+    pipelines: dict[str, Pipeline]
+    source: YamlSource
+    warnings: list[Problem] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name or self.root.name
+
+    def pipeline(self, name: str) -> Pipeline:
+        try:
+            return self.pipelines[name]
+        except KeyError:
+            known = ", ".join(self.pipelines) or "(none)"
+            raise ConfigError(
+                f"no pipeline named '{name}' in {self.file}",
+                hint=f"the pipelines are: {known}",
+            ) from None
+
+
+def find_project_root(start: Path | None = None) -> Path:
+    """The nearest folder at or above `start` (default: cwd or $MODELYARD_PROJECT) with the file."""
+    if start is None:
+        env = os.environ.get("MODELYARD_PROJECT")
+        start = Path(env) if env else Path.cwd()
+    start = start.resolve()
+    for folder in (start, *start.parents):
+        if (folder / PROJECT_FILE).is_file():
+            return folder
+    raise ProjectNotFound(
+        f"no {PROJECT_FILE} in {start} or any folder above it",
+        hint="run `modelyard init` to create a project here, or pass --project DIR",
+    )
+
+
+def load_project(root: Path | None = None, *, check_paths: bool = True) -> Project:
+    root = find_project_root(root)
+    file = root / PROJECT_FILE
+    source = load_yaml(file)
+    if source.data is None:
+        source.data = {}
+    if not isinstance(source.data, dict):
+        raise ConfigError(
+            "the file must be a mapping with keys such as 'pipelines'",
+            where=f"{file}:1",
+            hint="see `modelyard init` for an example project",
+        )
+    try:
+        spec = schema.ProjectSpec.model_validate(source.data)
+    except ValidationError as exc:
+        raise ProjectInvalid([_locate_validation_error(source, e) for e in exc.errors()]) from None
+    pipelines = {name: compile_pipeline(name, p) for name, p in spec.pipelines.items()}
+    problems: list[Problem] = []
+    for name, pipeline in pipelines.items():
+        issues = lint_pipeline(pipeline)
+        if check_paths:
+            issues += check_files(pipeline, root)
+        problems += [_locate_issue(source, name, issue) for issue in issues]
+    if check_paths and spec.environment.lock and not (root / spec.environment.lock).is_file():
+        problems.append(
+            Problem(
+                "error",
+                source.where(("environment", "lock")),
+                f"lock file '{spec.environment.lock}' does not exist",
+                "create it (e.g. pip freeze > requirements.lock) or remove the setting",
+            )
+        )
+    if any(p.level == "error" for p in problems):
+        raise ProjectInvalid(problems)
+    return Project(root, file, spec, pipelines, source, warnings=problems)
+
+
+def compile_pipeline(name: str, spec: schema.PipelineSpec) -> Pipeline:
+    parameters = {
+        pname: Parameter(
+            name=pname,
+            type=p.type or infer_type(p.default),
+            default=p.default,
+            required=p.required,
+            description=p.description,
+            choices=tuple(p.choices) if p.choices is not None else None,
+        )
+        for pname, p in spec.parameters.items()
+    }
+    steps = {sname: _compile_step(sname, s) for sname, s in spec.steps.items()}
+    return Pipeline(
+        name=name,
+        steps=steps,
+        parameters=parameters,
+        description=spec.description,
+        max_parallel=spec.max_parallel,
+    )
+
+
+def _compile_step(name: str, spec: Any) -> Step:
+    common: dict[str, Any] = {
+        "name": name,
+        "description": spec.description,
+        "after": tuple(spec.after),
+    }
+    if isinstance(spec, schema.RunStepSpec | schema.PythonStepSpec):
+        common |= {
+            "inputs": dict(spec.inputs),
+            "outputs": tuple(spec.outputs),
+            "values": tuple(spec.values),
+            "params": dict(spec.params),
+            "env": dict(spec.env),
+            "code": tuple(spec.code),
+            "retry": Retry(**spec.retries.model_dump()),
+            "timeout": spec.timeout,
+            "cache": spec.cache,
+        }
+    if isinstance(spec, schema.RunStepSpec):
+        command = spec.run if isinstance(spec.run, str) else tuple(spec.run)
+        return Step(
+            kind="run",
+            command=command,
+            shell=spec.shell,
+            contract=spec.contract,
+            workdir=spec.workdir,
+            **common,
+        )
+    if isinstance(spec, schema.PythonStepSpec):
+        return Step(kind="python", function=spec.python, executor=spec.executor, **common)
+    if isinstance(spec, schema.ConditionStepSpec):
+        return Step(
+            kind="condition",
+            condition=spec.condition,
+            then=tuple(spec.then),
+            otherwise=tuple(spec.else_),
+            **common,
+        )
+    if isinstance(spec, schema.FailStepSpec):
+        return Step(kind="fail", message=spec.fail, **common)
+    assert isinstance(spec, schema.ApprovalStepSpec)
+    return Step(
+        kind="approval",
+        message=spec.approval.message,
+        approval_timeout=spec.approval.timeout,
+        **common,
+    )
+
+
+_STEP_TAGS = set(schema.STEP_KINDS)
+
+
+def _locate_validation_error(source: YamlSource, error: Any) -> Problem:
+    loc = list(error["loc"])
+    # pydantic puts the discriminator tag of a step into the location: drop it
+    if len(loc) >= 5 and loc[0] == "pipelines" and loc[2] == "steps" and loc[4] in _STEP_TAGS:
+        del loc[4]
+    if loc and loc[-1] == "else_":
+        loc[-1] = "else"
+    path = tuple(p for p in loc if isinstance(p, str | int))
+    key = ".".join(str(p) for p in path) or "(top level)"
+    kind = error["type"]
+    message = error["msg"]
+    if kind == "extra_forbidden":
+        message = f"unknown key '{path[-1]}'"
+        hint = "check the spelling; see the documented keys in the README"
+    elif kind == "missing":
+        hint = f"add the key '{path[-1]}'"
+        message = f"missing key '{path[-1]}'"
+    elif kind == "step_kind":
+        hint = "write e.g. `run: python train.py` or `python: module:function`"
+    elif kind == "string_pattern_mismatch":
+        message = f"'{error.get('input')}' is not a valid value"
+        hint = "names use letters, digits, '_' and '-' and start with a letter or '_'"
+    else:
+        hint = "correct the value"
+    return Problem("error", source.where(path), f"{key}: {message}", hint)
+
+
+def _locate_issue(source: YamlSource, pipeline: str, issue: LintIssue) -> Problem:
+    path = ("pipelines", pipeline, *issue.path)
+    return Problem(issue.level, source.where(path), issue.message, issue.hint)

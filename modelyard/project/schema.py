@@ -1,0 +1,224 @@
+"""The schema of modelyard.yaml, validated with pydantic.
+
+These models describe the file as users write it. The loader turns them into the pure pipeline
+model (`modelyard.pipeline.model`) that the engine runs and stores with each run.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
+
+NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]*$"
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+ParamType = Literal["str", "int", "float", "bool", "path", "json"]
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_duration(value: Any) -> float:
+    """'90s', '5m', '1.5h', '2d' or a number of seconds -> seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 30s, 5m, 2h or a number of seconds")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise ValueError(
+                f"'{value}' is not a duration: write e.g. 30s, 5m, 2h, 1d or a number of seconds"
+            )
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
+Duration = Annotated[float, Field(ge=0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class ParameterSpec(_Strict):
+    type: ParamType | None = None
+    default: Any = None
+    required: bool = False
+    description: str = ""
+    choices: list[Any] | None = None
+
+
+class RetrySpec(_Strict):
+    max: int = Field(default=0, ge=0, le=100, description="retries after the first attempt")
+    backoff: Duration = 1.0
+    factor: float = Field(default=2.0, ge=1.0)
+    max_backoff: Duration = 300.0
+
+    @field_validator("backoff", "max_backoff", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float:
+        return parse_duration(value)
+
+
+class _StepBase(_Strict):
+    description: str = ""
+    after: list[Name] = Field(default_factory=list)
+
+
+class _ComputeStep(_StepBase):
+    inputs: dict[Name, str] = Field(default_factory=dict)
+    outputs: list[Name] = Field(default_factory=list)
+    values: list[Name] = Field(default_factory=list)
+    params: dict[Name, Any] = Field(default_factory=dict)
+    env: dict[str, str] = Field(default_factory=dict)
+    code: list[str] = Field(default_factory=list)
+    retries: RetrySpec = Field(default_factory=RetrySpec)
+    timeout: Duration | None = None
+    cache: bool = True
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _timeout(cls, value: Any) -> float | None:
+        return None if value is None else parse_duration(value)
+
+    @field_validator("retries", mode="before")
+    @classmethod
+    def _retries(cls, value: Any) -> Any:
+        # `retries: 3` is shorthand for `retries: {max: 3}`
+        if isinstance(value, int) and not isinstance(value, bool):
+            return {"max": value}
+        return value
+
+    @model_validator(mode="after")
+    def _names_unique(self) -> _ComputeStep:
+        seen = set(self.outputs)
+        if len(seen) != len(self.outputs):
+            raise ValueError("output names must be unique")
+        clash = seen & set(self.values)
+        if clash:
+            raise ValueError(f"'{sorted(clash)[0]}' is both an output and a value: rename one")
+        return self
+
+
+class RunStepSpec(_ComputeStep):
+    run: str | list[str] = Field(description="command line; ${{ inputs.x }} etc. are substituted")
+    shell: bool = False
+    contract: Literal["modelyard", "sagemaker"] = "modelyard"
+    workdir: str | None = None
+
+    @field_validator("run")
+    @classmethod
+    def _not_empty(cls, value: str | list[str]) -> str | list[str]:
+        if not (value.strip() if isinstance(value, str) else value):
+            raise ValueError("the command is empty: write the command line to run")
+        return value
+
+
+class PythonStepSpec(_ComputeStep):
+    python: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    executor: Literal["process", "inline"] = "process"
+
+
+class ConditionStepSpec(_StepBase):
+    condition: str
+    then: list[Name] = Field(default_factory=list)
+    else_: list[Name] = Field(default_factory=list, alias="else")
+
+
+class FailStepSpec(_StepBase):
+    fail: str
+
+
+class ApprovalBody(_Strict):
+    message: str = ""
+    timeout: Duration | None = None
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _timeout(cls, value: Any) -> float | None:
+        return None if value is None else parse_duration(value)
+
+
+class ApprovalStepSpec(_StepBase):
+    approval: ApprovalBody
+
+    @field_validator("approval", mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        # `approval: "Deploy to prod?"` and `approval: {}` are both fine
+        if value is None:
+            return {}
+        if isinstance(value, str):
+            return {"message": value}
+        return value
+
+
+STEP_KINDS = ("run", "python", "condition", "fail", "approval")
+
+
+def _step_kind(value: Any) -> str | None:
+    if isinstance(value, dict):
+        present = [kind for kind in STEP_KINDS if kind in value]
+        return present[0] if len(present) == 1 else None
+    return None
+
+
+StepSpec = Annotated[
+    Annotated[RunStepSpec, Tag("run")]
+    | Annotated[PythonStepSpec, Tag("python")]
+    | Annotated[ConditionStepSpec, Tag("condition")]
+    | Annotated[FailStepSpec, Tag("fail")]
+    | Annotated[ApprovalStepSpec, Tag("approval")],
+    Discriminator(
+        _step_kind,
+        custom_error_type="step_kind",
+        custom_error_message="a step needs exactly one of the keys: " + ", ".join(STEP_KINDS),
+    ),
+]
+
+
+class PipelineSpec(_Strict):
+    description: str = ""
+    parameters: dict[Name, ParameterSpec] = Field(default_factory=dict)
+    steps: dict[Name, StepSpec]
+    max_parallel: int | None = Field(default=None, ge=1)
+
+    @field_validator("parameters", mode="before")
+    @classmethod
+    def _parameter_shorthand(cls, value: Any) -> Any:
+        # `max_depth: 5` is shorthand for `max_depth: {default: 5}`
+        if isinstance(value, dict):
+            return {k: v if isinstance(v, dict) else {"default": v} for k, v in value.items()}
+        return value
+
+    @field_validator("steps")
+    @classmethod
+    def _has_steps(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if not value:
+            raise ValueError("a pipeline needs at least one step")
+        return value
+
+
+class EnvironmentSpec(_Strict):
+    lock: str | None = Field(
+        default=None, description="lock file whose digest is part of every cache key"
+    )
+
+
+class ProjectSpec(_Strict):
+    name: Name | None = None
+    pipelines: dict[Name, PipelineSpec] = Field(default_factory=dict)
+    environment: EnvironmentSpec = Field(default_factory=EnvironmentSpec)
+    settings: dict[str, Any] = Field(default_factory=dict)

@@ -1,0 +1,1 @@
+"""Stores: the metadata database and the content-addressed artifact store."""

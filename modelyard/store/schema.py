@@ -1,0 +1,137 @@
+"""Tables of the metadata database (SQLAlchemy Core). Alembic migrations create and change them.
+
+Times are UNIX seconds (float): portable across SQLite and PostgreSQL and cheap to compare.
+JSON columns hold the run's frozen pipeline definition, parameters, outputs and values.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("project", sa.String(200), nullable=False),
+    sa.Column("project_dir", sa.Text, nullable=False),
+    sa.Column("pipeline", sa.String(200), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False, index=True),
+    sa.Column("params", sa.JSON, nullable=False),
+    sa.Column("definition", sa.JSON, nullable=False),
+    sa.Column("options", sa.JSON, nullable=False),
+    sa.Column("environment_digest", sa.String(80), nullable=False),
+    sa.Column("trigger", sa.String(40), nullable=False, server_default="manual"),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("started_at", sa.Float),
+    sa.Column("finished_at", sa.Float),
+    sa.Column("message", sa.Text),
+    # which process drives the run, until when (a lease renewed by a heartbeat)
+    sa.Column("owner", sa.String(200)),
+    sa.Column("lease_until", sa.Float),
+    sa.Column("cancel_requested", sa.Boolean, nullable=False, server_default=sa.false()),
+)
+
+step_runs = sa.Table(
+    "step_runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.Integer, sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("kind", sa.String(20), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("cache_key", sa.String(80)),
+    sa.Column("cached", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("failures", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("not_before", sa.Float),
+    sa.Column("deadline", sa.Float),
+    sa.Column("started_at", sa.Float),
+    sa.Column("finished_at", sa.Float),
+    sa.Column("outputs", sa.JSON),
+    sa.Column("values", sa.JSON),
+    sa.Column("message", sa.Text),
+    sa.UniqueConstraint("run_id", "name"),
+)
+
+attempts = sa.Table(
+    "attempts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "step_run_id",
+        sa.Integer,
+        sa.ForeignKey("step_runs.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("number", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("host", sa.String(200)),
+    sa.Column("pid", sa.Integer),
+    sa.Column("pid_started_at", sa.Float),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("finished_at", sa.Float),
+    sa.Column("exit_code", sa.Integer),
+    sa.Column("error", sa.Text),
+    sa.Column("log_path", sa.Text),
+    sa.Column("log_digest", sa.String(80)),
+    sa.UniqueConstraint("step_run_id", "number"),
+)
+
+artifacts = sa.Table(
+    "artifacts",
+    metadata,
+    sa.Column("digest", sa.String(80), primary_key=True),
+    sa.Column("kind", sa.String(10), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+cache_entries = sa.Table(
+    "cache_entries",
+    metadata,
+    sa.Column("cache_key", sa.String(80), primary_key=True),
+    sa.Column("step", sa.String(200), nullable=False),
+    sa.Column("outputs", sa.JSON, nullable=False),
+    sa.Column("values", sa.JSON, nullable=False),
+    sa.Column("run_id", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+approvals = sa.Table(
+    "approvals",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "step_run_id",
+        sa.Integer,
+        sa.ForeignKey("step_runs.id", ondelete="CASCADE"),
+        nullable=False,
+        unique=True,  # one decision per waiting step: a second approval is refused by the DB
+    ),
+    sa.Column("run_id", sa.Integer, nullable=False, index=True),
+    sa.Column("decision", sa.String(20), nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("comment", sa.Text, nullable=False, server_default=""),
+    sa.Column("decided_at", sa.Float, nullable=False),
+)
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.Integer, sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("step", sa.String(200)),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("kind", sa.String(40), nullable=False),
+    sa.Column("message", sa.Text, nullable=False, server_default=""),
+    sa.Index("ix_events_run_id_id", "run_id", "id"),
+)
