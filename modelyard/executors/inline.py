@@ -41,7 +41,7 @@ def _routed_streams() -> tuple[_ThreadRoutedStream, _ThreadRoutedStream]:
     with _install_lock:
         if _streams is None:
             _streams = (_ThreadRoutedStream(sys.stdout), _ThreadRoutedStream(sys.stderr))
-            sys.stdout, sys.stderr = _streams  # type: ignore[assignment]
+            sys.stdout, sys.stderr = _streams
         return _streams
 
 

@@ -229,3 +229,16 @@ def _locate_validation_error(source: YamlSource, error: Any) -> Problem:
 def _locate_issue(source: YamlSource, pipeline: str, issue: LintIssue) -> Problem:
     path = ("pipelines", pipeline, *issue.path)
     return Problem(issue.level, source.where(path), issue.message, issue.hint)
+
+
+def project_settings(root: Path) -> dict[str, Any]:
+    """Only the `settings:` section, for commands that act on recorded runs.
+
+    They must keep working (to show, approve or cancel runs) while the file is being edited.
+    """
+    try:
+        data = load_yaml(root / PROJECT_FILE).data
+    except ConfigError:
+        return {}
+    settings = data.get("settings") if isinstance(data, dict) else None
+    return settings if isinstance(settings, dict) else {}
