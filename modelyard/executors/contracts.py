@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Any
 
 from modelyard.executors.base import StepTask
@@ -95,6 +96,10 @@ def process_environment(task: StepTask) -> dict[str, str]:
     """The full environment of a step's process: ours, then the task's, project on PYTHONPATH."""
     env = dict(os.environ)
     env |= task.env
+    # `python` in a command means the interpreter running modelyard (as in an activated venv),
+    # the one whose installed packages the environment digest describes.
+    interpreter_dir = os.path.dirname(sys.executable)
+    env["PATH"] = interpreter_dir + os.pathsep + env.get("PATH", "")
     path = env.get("PYTHONPATH")
     env["PYTHONPATH"] = str(task.project_dir) + (os.pathsep + path if path else "")
     env["PYTHONUNBUFFERED"] = "1"

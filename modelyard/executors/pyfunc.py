@@ -7,15 +7,14 @@ its value, `context` a `StepContext`.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from modelyard.executors.base import StepTask
+from modelyard.project.imports import import_project_module
 
 
 class StepFunctionError(Exception):
@@ -34,14 +33,11 @@ class StepContext:
 def load_function(task: StepTask) -> Any:
     assert task.function is not None
     module_name, _, attribute = task.function.partition(":")
-    project = str(task.project_dir)
-    if project not in sys.path:
-        sys.path.insert(0, project)
-    module = importlib.import_module(module_name)
+    module = import_project_module(module_name, task.project_dir)
     function = getattr(module, attribute, None)
     if function is None or not callable(function):
         raise StepFunctionError(f"'{attribute}' in module '{module_name}' is not a function")
-    return getattr(function, "__wrapped_step__", function)
+    return function
 
 
 def call_step_function(task: StepTask) -> dict[str, Any]:

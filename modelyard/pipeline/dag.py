@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+from modelyard.errors import ExpressionError
 from modelyard.pipeline.expressions import Expression
 from modelyard.pipeline.model import Pipeline, Step
 from modelyard.pipeline.templates import expressions_in
@@ -32,10 +33,13 @@ def step_expressions(step: Step) -> Iterator[tuple[str, Expression]]:
 
 def referenced_steps(step: Step) -> set[str]:
     names: set[str] = set()
-    for _, expression in step_expressions(step):
-        for ref in expression.references():
-            if len(ref) >= 2 and ref[0] == "steps":
-                names.add(str(ref[1]))
+    try:
+        for _, expression in step_expressions(step):
+            for ref in expression.references():
+                if len(ref) >= 2 and ref[0] == "steps":
+                    names.add(str(ref[1]))
+    except ExpressionError:
+        pass  # a malformed expression: lint reports it with its file:line
     return names
 
 

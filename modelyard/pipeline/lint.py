@@ -99,7 +99,7 @@ def _lint_step(
     try:
         expressions = list(step_expressions(step))
     except ExpressionError as exc:
-        return [*issues, LintIssue("error", here, str(exc), exc.hint or "")]
+        return [*issues, LintIssue("error", here, exc.message, exc.hint or "")]
     for field, expression in expressions:
         issues.extend(_lint_expression(pipeline, step, field, expression, used_outputs))
     for name, value in step.inputs.items():
@@ -219,8 +219,9 @@ def _lint_gates(pipeline: Pipeline, dag: Dag) -> list[LintIssue]:
                 )
             )
     for target, gates in dag.gates.items():
-        if len(gates) > 1:
-            conditions = ", ".join(g.condition for g in gates)
+        # one condition listing a step in both branches is reported above
+        if len({g.condition for g in gates}) > 1:
+            conditions = ", ".join(dict.fromkeys(g.condition for g in gates))
             issues.append(
                 LintIssue(
                     "error",

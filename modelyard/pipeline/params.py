@@ -107,7 +107,9 @@ def resolve_params(
                 hint=f"pass it with -p {name}=VALUE",
             )
         else:
-            resolved[name] = param.default
+            # lint has checked that the default fits (e.g. `type: float, default: 1` -> 1.0)
+            default = param.default
+            resolved[name] = default if default is None else coerce(param.type, default)
     return resolved
 
 

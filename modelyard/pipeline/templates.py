@@ -46,8 +46,13 @@ def has_templates(text: str) -> bool:
 
 def whole_template(text: str) -> Expression | None:
     """The expression if `text` is exactly one template (so its value keeps its type)."""
-    match = _TEMPLATE.fullmatch(text.strip())
-    return Expression.parse(match.group(1).strip()) if match else None
+    stripped = text.strip()
+    # `match`, not `fullmatch`: the lazy `.*?` would let fullmatch swallow the `}}` and `${{`
+    # between two templates ("${{ a }}-${{ b }}") and parse them as one expression
+    match = _TEMPLATE.match(stripped)
+    if match is None or match.end() != len(stripped):
+        return None
+    return Expression.parse(match.group(1).strip())
 
 
 def render(text: str, evaluate: Callable[[Expression], Any]) -> Any:

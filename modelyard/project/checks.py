@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import ast
-import importlib.util
+import sys
+from importlib.machinery import ModuleSpec
 from pathlib import Path
 
 from modelyard.pipeline.lint import LintIssue
@@ -95,13 +96,37 @@ def module_file(module: str, root: Path) -> Path | None:
     for candidate in (root / relative.with_suffix(".py"), root / relative / "__init__.py"):
         if candidate.is_file():
             return candidate
-    try:
-        spec = importlib.util.find_spec(module)
-    except (ImportError, ValueError):
-        return None
+    spec = _find_spec(module)
     if spec is None or not spec.origin or not spec.origin.endswith(".py"):
         return None
     return Path(spec.origin)
+
+
+def _find_spec(module: str) -> ModuleSpec | None:
+    """Like `importlib.util.find_spec`, but without importing the parent packages of `module`
+    (their `__init__.py` is user code that may fail or have side effects)."""
+    name, search, spec = "", None, None
+    for part in module.split("."):
+        if spec is not None and search is None:
+            return None  # the parent is a module, not a package
+        name = f"{name}.{part}" if name else part
+        loaded = sys.modules.get(name)
+        if loaded is not None:
+            spec = getattr(loaded, "__spec__", None)
+        else:
+            spec = None
+            for finder in sys.meta_path:
+                find = getattr(finder, "find_spec", None)
+                try:
+                    spec = find(name, search) if find else None
+                except (ImportError, ValueError):
+                    spec = None
+                if spec is not None:
+                    break
+        if spec is None:
+            return None
+        search = spec.submodule_search_locations
+    return spec
 
 
 def _check_function(step: Step, root: Path) -> list[LintIssue]:

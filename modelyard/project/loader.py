@@ -104,8 +104,17 @@ def load_project(root: Path | None = None, *, check_paths: bool = True) -> Proje
         spec = schema.ProjectSpec.model_validate(source.data)
     except ValidationError as exc:
         raise ProjectInvalid([_locate_validation_error(source, e) for e in exc.errors()]) from None
-    pipelines = {name: compile_pipeline(name, p) for name, p in spec.pipelines.items()}
     problems: list[Problem] = []
+    pipelines = {}
+    for name, pipeline_spec in spec.pipelines.items():
+        if pipeline_spec.define:
+            try:
+                pipelines[name] = build_defined_pipeline(name, pipeline_spec.define, root)
+            except ConfigError as exc:
+                where = source.where(("pipelines", name, "define"))
+                problems.append(Problem("error", where, exc.message, exc.hint or ""))
+        else:
+            pipelines[name] = compile_pipeline(name, pipeline_spec)
     for name, pipeline in pipelines.items():
         issues = lint_pipeline(pipeline)
         if check_paths:
@@ -123,6 +132,35 @@ def load_project(root: Path | None = None, *, check_paths: bool = True) -> Proje
     if any(p.level == "error" for p in problems):
         raise ProjectInvalid(problems)
     return Project(root, file, spec, pipelines, source, warnings=problems)
+
+
+def build_defined_pipeline(name: str, target: str, root: Path) -> Pipeline:
+    """Build a pipeline with its Python definition (`module:function`)."""
+    from modelyard.pipeline.builder import build_pipeline
+    from modelyard.project.imports import import_project_module
+
+    module_name, _, attribute = target.partition(":")
+    try:
+        module = import_project_module(module_name, root)
+        definition = getattr(module, attribute, None)
+        if not callable(definition):
+            raise ConfigError(
+                f"'{attribute}' is not a function of module '{module_name}'",
+                hint="define it with @modelyard.define_pipeline, or fix the name",
+            )
+        return build_pipeline(name, definition)
+    except ConfigError:
+        raise
+    except ImportError as exc:
+        raise ConfigError(
+            f"cannot import '{module_name}': {exc}",
+            hint="modules are looked up in the project folder first, then installed packages",
+        ) from None
+    except Exception as exc:  # the user's definition code failed: say where, without traceback
+        raise ConfigError(
+            f"defining pipeline '{name}' with {target} failed: {type(exc).__name__}: {exc}",
+            hint="fix the pipeline definition function",
+        ) from None
 
 
 def compile_pipeline(name: str, spec: schema.PipelineSpec) -> Pipeline:

@@ -192,7 +192,12 @@ StepSpec = Annotated[
 class PipelineSpec(_Strict):
     description: str = ""
     parameters: dict[Name, ParameterSpec] = Field(default_factory=dict)
-    steps: dict[Name, StepSpec]
+    steps: dict[Name, StepSpec] = Field(default_factory=dict)
+    define: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+        description="module:function building the pipeline in Python (instead of steps)",
+    )
     max_parallel: int | None = Field(default=None, ge=1)
 
     @field_validator("parameters", mode="before")
@@ -203,12 +208,16 @@ class PipelineSpec(_Strict):
             return {k: v if isinstance(v, dict) else {"default": v} for k, v in value.items()}
         return value
 
-    @field_validator("steps")
-    @classmethod
-    def _has_steps(cls, value: dict[str, Any]) -> dict[str, Any]:
-        if not value:
-            raise ValueError("a pipeline needs at least one step")
-        return value
+    @model_validator(mode="after")
+    def _steps_or_define(self) -> PipelineSpec:
+        if self.define and (self.steps or self.parameters):
+            raise ValueError(
+                "a pipeline has either `define: module:function` or `steps:`/`parameters:`, "
+                "not both"
+            )
+        if not self.define and not self.steps:
+            raise ValueError("a pipeline needs at least one step (or `define: module:function`)")
+        return self
 
 
 class EnvironmentSpec(_Strict):
