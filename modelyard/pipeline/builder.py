@@ -177,7 +177,7 @@ class PipelineBuilder:
             )
         defaults: StepDefaults = getattr(function, STEP_ATTRIBUTE, StepDefaults())
         defaults = replace(defaults, **overrides)
-        step_name = name or getattr(function, "__name__", "step")
+        step_name: str = name or qualname
         return self._add(
             Step(
                 name=step_name,
