@@ -8,9 +8,11 @@ local server's `test` database), and skip with the reason when the server is not
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -66,3 +68,40 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'state' / 'modelyard.db'}"
     return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A moto S3 server on a free loopback port, for the whole session."""
+    pytest.importorskip("s3fs", reason="s3fs is not installed (pip install 'modelyard[s3]')")
+    server_mod = pytest.importorskip(
+        "moto.server", reason="moto[server] is not installed (pip install 'modelyard[dev]')"
+    )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_options(s3_endpoint: str) -> dict[str, Any]:
+    """fsspec storage options for the moto server (dummy credentials)."""
+    return {
+        "key": "testing",
+        "secret": "testing",
+        "client_kwargs": {"endpoint_url": s3_endpoint, "region_name": "eu-west-1"},
+    }
+
+
+@pytest.fixture(scope="session")
+def s3_bucket(s3_options: dict[str, Any]) -> str:
+    import s3fs
+
+    s3fs.S3FileSystem(**s3_options).mkdir("modelyard-test")
+    return "modelyard-test"

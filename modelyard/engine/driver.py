@@ -27,7 +27,7 @@ from modelyard.pipeline.templates import render, render_value
 from modelyard.store import runs as db
 from modelyard.store.artifacts import ArtifactRef
 
-from .evaluation import evaluate, expression_context
+from .evaluation import evaluate, explain, expression_context
 from .planning import plan
 from .preparation import PreparedStep, prepare_step
 from .runtime import Runtime, owner_is_dead, process_identity
@@ -223,18 +223,19 @@ class RunDriver:
     def _run_condition(self, run: db.RunRow, step: Step, steps: dict[str, db.StepRow]) -> None:
         assert step.condition is not None
         row = steps[step.name]
+        context = expression_context(run, steps)
+        expression = Expression.parse(step.condition)
         try:
-            result = evaluate(
-                Expression.parse(step.condition),
-                expression_context(run, steps),
-                self.runtime.store,
-            )
+            result = evaluate(expression, context, self.runtime.store)
         except ExpressionError as exc:
             self._finish_step(row, db.FAILED, f"condition error: {exc.message}")
             return
         outcome = bool(result)
         chosen = step.then if outcome else step.otherwise
-        message = f"{step.condition} -> {str(outcome).lower()}"
+        message = str(outcome).lower()
+        operands = explain(expression, context, self.runtime.store)
+        if operands:
+            message += f" ({operands})"
         if chosen:
             message += "; runs " + ", ".join(chosen)
         self._finish_step(row, db.SUCCEEDED, message, values={"result": outcome})
@@ -347,6 +348,8 @@ class RunDriver:
             return False
         refs = [ArtifactRef.from_json(r) for r in entry.outputs.values()]
         if not all(self.runtime.store.verify(ref) for ref in refs):
+            for ref in refs:  # so that running the step again stores them anew
+                self.runtime.store.discard_damaged(ref)
             with self.runtime.db.begin() as conn:
                 db.delete_cache_entry(conn, key)
                 db.add_event(

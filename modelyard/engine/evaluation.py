@@ -77,3 +77,30 @@ def evaluate(expression: Expression, context: dict[str, Any], store: ArtifactSto
         raise ExpressionError(
             f"in '{expression.text}': {exc.message}", expression=expression.text
         ) from None
+
+
+def explain(expression: Expression, context: dict[str, Any], store: ArtifactStore) -> str:
+    """The values of the non-constant operands of the comparisons in a condition, for the record:
+    `json(...).mse.value = 5.21, params.mse_threshold = 6.0`."""
+    import ast
+
+    text = expression.text
+    try:
+        tree = ast.parse(text.strip(), mode="eval")
+    except SyntaxError:
+        return ""
+    source = text.strip()
+    shown: list[str] = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Compare):
+            continue
+        for operand in (node.left, *node.comparators):
+            segment = ast.get_source_segment(source, operand)
+            if segment is None or isinstance(operand, ast.Constant):
+                continue
+            try:
+                value = Expression.parse(segment).evaluate(context, expression_functions(store))
+            except (ExpressionError, ArtifactError):
+                continue
+            shown.append(f"{' '.join(segment.split())} = {value!r}")
+    return ", ".join(dict.fromkeys(shown))

@@ -429,6 +429,24 @@ class ArtifactStore:
                 checked.add(entry.digest)
         return True
 
+    def discard_damaged(self, ref: ArtifactRef) -> list[str]:
+        """Delete the blobs of `ref` that are present but corrupt; return their digests.
+
+        Storing a blob is skipped when its key exists, so a corrupt blob would otherwise stay
+        corrupt even after its content is produced and stored again.
+        """
+        digests = [ref.digest]
+        if ref.kind == "dir":
+            with contextlib.suppress(ArtifactError):
+                digests += [e.digest for e in self._read_tree(ref.digest).files]
+        damaged = []
+        for digest in dict.fromkeys(digests):
+            key = blob_key(digest)
+            if self.objects.exists(key) and not self._blob_intact(digest):
+                self.objects.delete(key)
+                damaged.append(digest)
+        return damaged
+
     def _blob_intact(self, digest: str, size: int | None = None) -> bool:
         key = blob_key(digest)
         try:

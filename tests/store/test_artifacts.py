@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 import stat
 import subprocess
 import sys
@@ -47,44 +46,6 @@ MiB = 1 << 20
 # -- fixtures --------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def s3_endpoint() -> Iterator[str]:
-    """A moto S3 server on a free loopback port, for the whole session."""
-    pytest.importorskip("s3fs", reason="s3fs is not installed (pip install 'modelyard[s3]')")
-    server_mod = pytest.importorskip(
-        "moto.server", reason="moto[server] is not installed (pip install 'modelyard[dev]')"
-    )
-    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=_free_port(), verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="session")
-def s3_bucket(s3_endpoint: str) -> str:
-    import s3fs
-
-    s3fs.S3FileSystem(**_s3_options(s3_endpoint)).mkdir("modelyard-test")
-    return "modelyard-test"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _s3_options(endpoint: str) -> dict[str, Any]:
-    return {
-        "key": "testing",
-        "secret": "testing",
-        "client_kwargs": {"endpoint_url": endpoint, "region_name": "eu-west-1"},
-    }
-
-
 @pytest.fixture
 def memory_fs() -> Iterator[None]:
     """Start and end each test with an empty memory:// filesystem (it is process-global)."""
@@ -110,9 +71,9 @@ def objects(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStore:
         request.getfixturevalue("memory_fs")
         return FsspecObjectStore(f"memory://modelyard-{uuid.uuid4().hex}")
     bucket = request.getfixturevalue("s3_bucket")
-    endpoint = request.getfixturevalue("s3_endpoint")
+    options = request.getfixturevalue("s3_options")
     # A fresh prefix per test keeps tests independent without emptying the bucket.
-    return FsspecObjectStore(f"s3://{bucket}/{uuid.uuid4().hex}", _s3_options(endpoint))
+    return FsspecObjectStore(f"s3://{bucket}/{uuid.uuid4().hex}", options)
 
 
 @pytest.fixture
