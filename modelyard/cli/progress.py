@@ -52,8 +52,9 @@ class LiveProgress:
             s: ("pending", "", None, None) for s in steps
         }
         self.notes: list[str] = []
-        self.lock = threading.Lock()
-        self.live = Live(self._render(), console=self.console, refresh_per_second=8)
+        self.lock = threading.RLock()
+        # Live re-renders `self` (see __rich__) on every refresh, so running times keep ticking.
+        self.live = Live(self, console=self.console, refresh_per_second=4)
 
     def __call__(self, kind: str, step: str | None, message: str) -> None:
         with self.lock:
@@ -69,7 +70,11 @@ class LiveProgress:
                 elif status in ("succeeded", "cached", "failed", "skipped", "cancelled"):
                     ended = now
                 self.state[step] = (status, message, started, ended)
-            self.live.update(self._render())
+        self.live.refresh()
+
+    def __rich__(self) -> Any:
+        with self.lock:
+            return self._render()
 
     def _render(self) -> Any:
         from rich.table import Table
@@ -89,7 +94,6 @@ class LiveProgress:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.live.update(self._render())
         self.live.stop()
 
 
