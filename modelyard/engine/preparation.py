@@ -16,7 +16,13 @@ from modelyard.executors.contracts import modelyard_environment, sagemaker_contr
 from modelyard.pipeline.cachekey import cache_key
 from modelyard.pipeline.expressions import Expression
 from modelyard.pipeline.model import Step
-from modelyard.pipeline.templates import has_templates, render, split_command, whole_template
+from modelyard.pipeline.templates import (
+    as_text,
+    has_templates,
+    render,
+    split_command,
+    whole_template,
+)
 from modelyard.project.checks import module_file, script_paths
 from modelyard.settings import Settings
 from modelyard.store import runs as db
@@ -93,7 +99,7 @@ class PreparedStep:
         if step.contract == "sagemaker":
             sm_env, extra_args = sagemaker_contract(_channels_as_folders(task))
             env |= sm_env
-        env |= {k: str(self._render(v, paths, quote=False)) for k, v in step.env.items()}
+        env |= {k: as_text(self._render(v, paths, quote=False)) for k, v in step.env.items()}
         task.env = env
         if step.kind == "run":
             task.argv = self._command(paths) + extra_args
@@ -106,9 +112,9 @@ class PreparedStep:
         assert command is not None
         if self.step.shell:
             assert isinstance(command, str)
-            return [str(self._render(command, paths, quote=True))]
+            return [as_text(self._render(command, paths, quote=True))]
         words = list(command) if isinstance(command, tuple) else split_command(command)
-        return [str(self._render(word, paths, quote=False)) for word in words]
+        return [as_text(self._render(word, paths, quote=False)) for word in words]
 
     def _render(self, text: str, paths: dict[str, Any], *, quote: bool) -> Any:
         context = self.context | paths
@@ -117,7 +123,7 @@ class PreparedStep:
 
         def value(expression: Expression) -> Any:
             result = evaluate(expression, context, self.runtime.store)
-            return shlex.quote(str(result)) if quote else result
+            return shlex.quote(as_text(result)) if quote else result
 
         return render(text, value)
 

@@ -10,24 +10,15 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any
 
 from modelyard.executors.base import StepTask
+from modelyard.pipeline.templates import as_text
 
 SAGEMAKER_HOST = "algo-1"
 
 
 def env_name(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name).upper()
-
-
-def param_text(value: Any) -> str:
-    """A parameter as text for an environment variable or an argument (JSON for structures)."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return json.dumps(value)
 
 
 def modelyard_environment(task: StepTask) -> dict[str, str]:
@@ -41,7 +32,7 @@ def modelyard_environment(task: StepTask) -> dict[str, str]:
     }
     env |= {f"MODELYARD_INPUT_{env_name(k)}": str(v) for k, v in task.inputs.items()}
     env |= {f"MODELYARD_OUTPUT_{env_name(k)}": str(v) for k, v in task.outputs.items()}
-    env |= {f"MODELYARD_PARAM_{env_name(k)}": param_text(v) for k, v in task.params.items()}
+    env |= {f"MODELYARD_PARAM_{env_name(k)}": as_text(v) for k, v in task.params.items()}
     return env
 
 
@@ -53,7 +44,7 @@ def sagemaker_contract(task: StepTask) -> tuple[dict[str, str], list[str]]:
     """
     config_dir = task.workdir / "sagemaker" / "input" / "config"
     config_dir.mkdir(parents=True, exist_ok=True)
-    hyperparameters = {k: param_text(v) for k, v in task.params.items()}
+    hyperparameters = {k: as_text(v) for k, v in task.params.items()}
     channels = sorted(task.inputs)
     output_data = task.outputs.get("output_data") or task.workdir / "sagemaker" / "output" / "data"
     output_data.mkdir(parents=True, exist_ok=True)

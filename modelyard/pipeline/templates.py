@@ -6,6 +6,7 @@ a string mixing text and templates renders each expression with `str()`.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -63,16 +64,18 @@ def render(text: str, evaluate: Callable[[Expression], Any]) -> Any:
     position = 0
     for template in templates_in(text):
         parts.append(text[position : template.start])
-        parts.append(_as_text(evaluate(template.expression)))
+        parts.append(as_text(evaluate(template.expression)))
         position = template.end
     parts.append(text[position:])
     return "".join(parts)
 
 
-def _as_text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
+def as_text(value: Any) -> str:
+    """A value as it appears in a command line or environment variable: strings as they are,
+    everything else as JSON (booleans true/false, lists and mappings parseable by the step)."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, default=str)
 
 
 def render_value(value: Any, evaluate: Callable[[Expression], Any]) -> Any:
