@@ -48,36 +48,37 @@ def _routed_streams() -> tuple[_ThreadRoutedStream, _ThreadRoutedStream]:
 class InlineHandle:
     pid = None
 
-    def __init__(self) -> None:
+    def __init__(self, task: StepTask, done: DoneCallback) -> None:
         self.cancelled = threading.Event()
+        self.finished = threading.Event()
+        self._task, self._done = task, done
+        self._lock = threading.Lock()
+
+    def report(self, result: StepResult) -> None:
+        """Report the attempt's result once; a later one (a thread ending late) is discarded."""
+        with self._lock:
+            if self.finished.is_set():
+                return
+            self.finished.set()
+        self._done(self._task, result)
 
     def cancel(self) -> None:
-        # A thread cannot be killed: its result is discarded when it ends.
+        # A thread cannot be killed: the attempt ends now and its thread's result is discarded.
         self.cancelled.set()
+        self.report(StepResult(ok=False, error="cancelled", cancelled=True))
 
 
 class InlineExecutor:
     def start(self, task: StepTask, done: DoneCallback) -> InlineHandle:
-        handle = InlineHandle()
-        finished = threading.Event()
-        worker = threading.Thread(
-            target=self._run, args=(task, handle, done, finished), name=f"inline-{task.step}"
-        )
+        handle = InlineHandle(task, done)
+        worker = threading.Thread(target=self._run, args=(task, handle), name=f"inline-{task.step}")
         worker.daemon = True
         worker.start()
         if task.timeout is not None:
-            threading.Thread(
-                target=self._watch, args=(task, handle, done, finished), daemon=True
-            ).start()
+            threading.Thread(target=self._watch, args=(task, handle), daemon=True).start()
         return handle
 
-    def _run(
-        self,
-        task: StepTask,
-        handle: InlineHandle,
-        done: DoneCallback,
-        finished: threading.Event,
-    ) -> None:
+    def _run(self, task: StepTask, handle: InlineHandle) -> None:
         out, err = _routed_streams()
         task.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(task.log_path, "a", encoding="utf-8", buffering=1) as log:
@@ -86,11 +87,7 @@ class InlineExecutor:
                 result = self._call(task)
             finally:
                 out.local.target = err.local.target = None
-        if handle.cancelled.is_set():
-            result = StepResult(ok=False, error="cancelled", cancelled=True)
-        if not finished.is_set():
-            finished.set()
-            done(task, result)
+        handle.report(result)
 
     @staticmethod
     def _call(task: StepTask) -> StepResult:
@@ -107,17 +104,14 @@ class InlineExecutor:
         return StepResult(ok=problem is None, exit_code=0, error=problem, values=checked)
 
     @staticmethod
-    def _watch(
-        task: StepTask, handle: InlineHandle, done: DoneCallback, finished: threading.Event
-    ) -> None:
+    def _watch(task: StepTask, handle: InlineHandle) -> None:
         assert task.timeout is not None
-        if finished.wait(task.timeout):
+        if handle.finished.wait(task.timeout):
             return
-        finished.set()
         handle.cancelled.set()
         error = f"timed out after {task.timeout:g}s (inline steps cannot be killed: use the "
         error += "process executor for steps that may hang)"
-        done(task, StepResult(ok=False, error=error, timed_out=True))
+        handle.report(StepResult(ok=False, error=error, timed_out=True))
 
 
 def _json(values: dict[str, Any]) -> str:

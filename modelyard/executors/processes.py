@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
+from typing import Any
 
 
 def start_time(pid: int) -> float | None:
@@ -44,12 +46,35 @@ def kill_tree(pid: int, *, grace: float = 5.0) -> None:
     for proc in members:
         with contextlib.suppress(psutil.NoSuchProcess):
             proc.terminate()
-    _, alive = psutil.wait_procs(members, timeout=grace)
+    alive = _wait_exited(members, grace)
     _signal_group(pid, signal.SIGKILL)
     for proc in alive:
         with contextlib.suppress(psutil.NoSuchProcess):
             proc.kill()
-    psutil.wait_procs(alive, timeout=grace)
+    _wait_exited(alive, grace)
+
+
+def _wait_exited(procs: list[Any], timeout: float) -> list[Any]:
+    """Wait until the processes have exited; return those still running after `timeout`.
+
+    A zombie has exited: only its parent's reaping is left, which for a step's orphaned
+    descendants is up to the init process (and never happens under an init that does not reap,
+    as in a container whose first process is not an init).
+    """
+    import psutil
+
+    def running(proc: Any) -> bool:
+        try:
+            return bool(proc.is_running()) and proc.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    deadline = time.monotonic() + timeout
+    while True:
+        procs = [p for p in procs if running(p)]
+        if not procs or time.monotonic() >= deadline:
+            return procs
+        time.sleep(0.01)  # polling: a process that is not our child cannot be waited for
 
 
 def _signal_group(pgid: int, sig: int) -> None:

@@ -123,9 +123,12 @@ def update_run(conn: sa.Connection, run_id: int, **values: Any) -> None:
 def try_acquire(
     conn: sa.Connection, run_id: int, owner: str, lease_seconds: float, *, steal_from: str | None
 ) -> bool:
-    """Take the run's lease if it is free, expired, or held by `steal_from` (a dead process)."""
+    """Take the run's lease if it is free, expired, or held by `steal_from` (a dead process).
+
+    A lease held under `owner` itself is not free: it belongs to another driver of this process.
+    """
     now = time.time()
-    free = sa.or_(t.runs.c.owner.is_(None), t.runs.c.lease_until < now, t.runs.c.owner == owner)
+    free = sa.or_(t.runs.c.owner.is_(None), t.runs.c.lease_until < now)
     if steal_from:
         free = sa.or_(free, t.runs.c.owner == steal_from)
     result = conn.execute(
