@@ -1,7 +1,5 @@
 """`python -m modelyard` is the `modelyard` command."""
 
-import sys
+from modelyard.cli.main import entry
 
-from modelyard.cli.main import main
-
-sys.exit(main())
+entry()

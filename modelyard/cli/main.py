@@ -77,5 +77,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
+def entry() -> None:
+    """The console script: run `main`, then leave without the interpreter's slow teardown.
+
+    The teardown (garbage-collecting every object, finalising modules) adds ~0.1 s to each command
+    and does nothing a finished command needs: output is flushed, every transaction is committed.
+    """
+    import os
+
+    code = main()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:
+        pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

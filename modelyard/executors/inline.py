@@ -79,15 +79,22 @@ class InlineExecutor:
         return handle
 
     def _run(self, task: StepTask, handle: InlineHandle) -> None:
-        out, err = _routed_streams()
-        task.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(task.log_path, "a", encoding="utf-8", buffering=1) as log:
-            out.local.target = err.local.target = log
-            try:
-                result = self._call(task)
-            finally:
-                out.local.target = err.local.target = None
-        handle.report(result)
+        # Whatever happens, the attempt reports exactly one result: a thread that ended without
+        # one would leave the driver waiting forever.
+        result = StepResult(ok=False, exit_code=1, error="the step ended without a result")
+        try:
+            out, err = _routed_streams()
+            task.log_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(task.log_path, "a", encoding="utf-8", buffering=1) as log:
+                out.local.target = err.local.target = log
+                try:
+                    result = self._call(task)
+                finally:
+                    out.local.target = err.local.target = None
+        except OSError as exc:
+            result = StepResult(ok=False, exit_code=1, error=f"step I/O failed: {exc}")
+        finally:
+            handle.report(result)
 
     @staticmethod
     def _call(task: StepTask) -> StepResult:
@@ -96,6 +103,12 @@ class InlineExecutor:
         except StepFunctionError as exc:
             print(f"modelyard: {exc}", file=sys.stderr)
             return StepResult(ok=False, exit_code=1, error=str(exc))
+        except SystemExit as exc:  # sys.exit() in a step ends the step, not the driving process
+            code = exc.code if isinstance(exc.code, int) else 1
+            if code == 0:
+                values = {}
+            else:
+                return StepResult(ok=False, exit_code=code, error=f"the step called exit({code})")
         except Exception as exc:
             traceback.print_exc()
             return StepResult(ok=False, exit_code=1, error=f"{type(exc).__name__}: {exc}")

@@ -8,11 +8,13 @@ and the real metadata DB (SQLite and PostgreSQL).
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from engine_harness import EngineHarness
 
 from modelyard.store.artifacts import ArtifactRef
+from modelyard.testing import open_runtime, run_pipeline, write_project
 
 LINEAR = """
 name: linear
@@ -371,3 +373,21 @@ def test_edited_inline_module_runs_the_new_code(engine: EngineHarness) -> None:
     assert second.status == "succeeded", second.message
     assert not engine.steps(second.id)["which"].cached
     assert engine.steps(second.id)["which"].values == {"project": "new code"}
+
+
+def test_inline_step_calling_sys_exit_fails_the_step_not_the_driver(tmp_path: Path) -> None:
+    root = write_project(
+        tmp_path / "proj",
+        """
+        pipelines:
+          p:
+            steps:
+              quits:
+                python: quitter:quit
+                executor: inline
+        """,
+        {"quitter.py": "import sys\n\ndef quit():\n    sys.exit(3)\n"},
+    )
+    run = run_pipeline(open_runtime(root), root, "p")
+    assert run.status == "failed"
+    assert "exit(3)" in (run.message or "")
