@@ -35,7 +35,7 @@ def runtime_for(args: argparse.Namespace, project: Project | None = None) -> Run
     from modelyard.settings import Settings
 
     if project is not None:
-        return Runtime(Settings.resolve(project.root, project.spec.settings))
+        return Runtime(Settings.resolve(project.root, project.settings))
     root = find_project_root(project_dir(args))
     return Runtime(Settings.resolve(root, project_settings(root)))
 

@@ -11,18 +11,20 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from modelyard.errors import ConfigError, NotFound, StateConflict
 from modelyard.pipeline.params import resolve_params
-from modelyard.project.loader import Project
 from modelyard.store import runs as db
 
-from .driver import Observer, RunDriver, mark_cancelled
-from .environment import environment_digest
 from .runtime import Runtime, owner_is_dead
+
+if TYPE_CHECKING:
+    from modelyard.project.loader import Project
+
+    from .driver import Observer
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,9 @@ def create_run(
             hint="the steps are: " + ", ".join(pipeline.steps),
         )
     params = resolve_params(pipeline, overrides or {})
-    env_digest = environment_digest(project.root, project.spec.environment.lock)
+    from .environment import environment_digest
+
+    env_digest = environment_digest(project.root, project.environment_lock)
     with runtime.db.begin() as conn:
         run_id = db.insert_run(
             conn,
@@ -77,6 +81,8 @@ def create_run(
 
 
 def drive_run(runtime: Runtime, run_id: int, observer: Observer | None = None) -> db.RunRow:
+    from .driver import RunDriver
+
     return RunDriver(runtime, run_id, observer).drive()
 
 
@@ -133,6 +139,8 @@ def request_cancel(runtime: Runtime, run_id: int) -> str:
         )
     if driven:
         return "requested"
+    from .driver import mark_cancelled
+
     mark_cancelled(runtime, run_id)
     return "cancelled"
 

@@ -1,66 +1,51 @@
-"""Find, load and validate a project: modelyard.yaml -> typed, linted `Project`."""
+"""Find and load a project: modelyard.yaml -> validated, linted `Project`.
+
+Validating the file needs pydantic and PyYAML (~150 ms of imports). A project whose file has not
+changed since its last successful load is read from a compiled copy in `.modelyard/` instead;
+the checks that depend on other files (scripts, inputs, code paths) run every time.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from modelyard.errors import ConfigError, ProjectNotFound
-from modelyard.pipeline.lint import LintIssue, lint_pipeline
-from modelyard.pipeline.model import Parameter, Pipeline, Retry, Step
-from modelyard.pipeline.params import infer_type
-from modelyard.project import schema
+from modelyard.pipeline.model import Pipeline
 from modelyard.project.checks import check_files
-from modelyard.project.yamlsource import YamlSource, load_yaml
+from modelyard.project.problems import Problem, ProjectInvalid, locate_issue
+from modelyard.project.yamlsource import YamlSource
+from modelyard.settings import STATE_DIR_NAME
 
 PROJECT_FILE = "modelyard.yaml"
+CACHE_FILE = "project.json"
+# bump when the compiled form or the validation rules change, so old caches are ignored
+CACHE_FORMAT = 1
 
-
-@dataclass
-class Problem:
-    """One validation finding, already located in the file."""
-
-    level: str
-    where: str
-    message: str
-    hint: str = ""
-
-    def __str__(self) -> str:
-        text = f"{self.where}: {self.level}: {self.message}"
-        return text + (f"\n  fix: {self.hint}" if self.hint else "")
-
-
-class ProjectInvalid(ConfigError):
-    """The project file has errors; `problems` lists each with its file:line."""
-
-    def __init__(self, problems: list[Problem]):
-        errors = [p for p in problems if p.level == "error"]
-        count = f"{len(errors)} error{'s' if len(errors) != 1 else ''}"
-        super().__init__(
-            f"the project is invalid ({count}):\n" + "\n".join(str(p) for p in problems)
-        )
-        self.problems = problems
-
-    def __str__(self) -> str:
-        return self.message
+__all__ = [
+    "PROJECT_FILE",
+    "Problem",
+    "Project",
+    "ProjectInvalid",
+    "find_project_root",
+    "load_project",
+    "project_settings",
+]
 
 
 @dataclass
 class Project:
     root: Path
     file: Path
-    spec: schema.ProjectSpec
+    name: str
+    settings: dict[str, Any]
+    environment_lock: str | None
     pipelines: dict[str, Pipeline]
-    source: YamlSource
     warnings: list[Problem] = field(default_factory=list)
-
-    @property
-    def name(self) -> str:
-        return self.spec.name or self.root.name
 
     def pipeline(self, name: str) -> Pipeline:
         try:
@@ -91,182 +76,102 @@ def find_project_root(start: Path | None = None) -> Path:
 def load_project(root: Path | None = None, *, check_paths: bool = True) -> Project:
     root = find_project_root(root)
     file = root / PROJECT_FILE
-    source = load_yaml(file)
-    if source.data is None:
-        source.data = {}
-    if not isinstance(source.data, dict):
-        raise ConfigError(
-            "the file must be a mapping with keys such as 'pipelines'",
-            where=f"{file}:1",
-            hint="see `modelyard init` for an example project",
-        )
-    try:
-        spec = schema.ProjectSpec.model_validate(source.data)
-    except ValidationError as exc:
-        raise ProjectInvalid([_locate_validation_error(source, e) for e in exc.errors()]) from None
-    problems: list[Problem] = []
-    pipelines = {}
-    for name, pipeline_spec in spec.pipelines.items():
-        if pipeline_spec.define:
-            try:
-                pipelines[name] = build_defined_pipeline(name, pipeline_spec.define, root)
-            except ConfigError as exc:
-                where = source.where(("pipelines", name, "define"))
-                problems.append(Problem("error", where, exc.message, exc.hint or ""))
-        else:
-            pipelines[name] = compile_pipeline(name, pipeline_spec)
+    text = _read(file)
+    # the path is part of the key: cached messages name the file
+    digest = hashlib.sha256(f"{file}\0{text}".encode()).hexdigest()
+    cache = root / STATE_DIR_NAME / CACHE_FILE
+    compiled = _read_cache(cache, digest)
+    if compiled is None:
+        from modelyard.project.compiler import compile_project
+
+        result = compile_project(root, file, text)
+        compiled = {
+            "name": result.name,
+            "settings": result.settings,
+            "environment_lock": result.environment_lock,
+            "pipelines": {n: p.to_json() for n, p in result.pipelines.items()},
+            "lines": [[list(path), line] for path, line in result.lines.items()],
+            "problems": [p.__dict__ for p in result.problems],
+        }
+        if result.cacheable:
+            _write_cache(cache, digest, compiled)
+    pipelines = {n: Pipeline.from_json(p) for n, p in compiled["pipelines"].items()}
+    source = YamlSource(file, None, {tuple(path): line for path, line in compiled["lines"]})
+    problems = [Problem(**p) for p in compiled["problems"]]
+    if check_paths:
+        problems += _file_problems(root, source, pipelines, compiled["environment_lock"])
+    if any(p.level == "error" for p in problems):
+        raise ProjectInvalid(problems)
+    return Project(
+        root=root,
+        file=file,
+        name=compiled["name"] or root.name,
+        settings=compiled["settings"],
+        environment_lock=compiled["environment_lock"],
+        pipelines=pipelines,
+        warnings=problems,
+    )
+
+
+def _file_problems(
+    root: Path, source: YamlSource, pipelines: dict[str, Pipeline], lock: str | None
+) -> list[Problem]:
+    problems = []
     for name, pipeline in pipelines.items():
-        issues = lint_pipeline(pipeline)
-        if check_paths:
-            issues += check_files(pipeline, root)
-        problems += [_locate_issue(source, name, issue) for issue in issues]
-    if check_paths and spec.environment.lock and not (root / spec.environment.lock).is_file():
+        problems += [locate_issue(source, name, i) for i in check_files(pipeline, root)]
+    if lock and not (root / lock).is_file():
         problems.append(
             Problem(
                 "error",
                 source.where(("environment", "lock")),
-                f"lock file '{spec.environment.lock}' does not exist",
+                f"lock file '{lock}' does not exist",
                 "create it (e.g. pip freeze > requirements.lock) or remove the setting",
             )
         )
-    if any(p.level == "error" for p in problems):
-        raise ProjectInvalid(problems)
-    return Project(root, file, spec, pipelines, source, warnings=problems)
+    return problems
 
 
-def build_defined_pipeline(name: str, target: str, root: Path) -> Pipeline:
-    """Build a pipeline with its Python definition (`module:function`)."""
-    from modelyard.pipeline.builder import build_pipeline
-    from modelyard.project.imports import import_project_module
-
-    module_name, _, attribute = target.partition(":")
+def _read(file: Path) -> str:
     try:
-        module = import_project_module(module_name, root)
-        definition = getattr(module, attribute, None)
-        if not callable(definition):
-            raise ConfigError(
-                f"'{attribute}' is not a function of module '{module_name}'",
-                hint="define it with @modelyard.define_pipeline, or fix the name",
-            )
-        return build_pipeline(name, definition)
-    except ConfigError:
-        raise
-    except ImportError as exc:
+        return file.read_text(encoding="utf-8")
+    except FileNotFoundError:
         raise ConfigError(
-            f"cannot import '{module_name}': {exc}",
-            hint="modules are looked up in the project folder first, then installed packages",
+            "file not found", where=str(file), hint="run `modelyard init` to create one"
         ) from None
-    except Exception as exc:  # the user's definition code failed: say where, without traceback
-        raise ConfigError(
-            f"defining pipeline '{name}' with {target} failed: {type(exc).__name__}: {exc}",
-            hint="fix the pipeline definition function",
-        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the file: {exc}", where=str(file)) from None
 
 
-def compile_pipeline(name: str, spec: schema.PipelineSpec) -> Pipeline:
-    parameters = {
-        pname: Parameter(
-            name=pname,
-            type=p.type or infer_type(p.default),
-            default=p.default,
-            required=p.required,
-            description=p.description,
-            choices=tuple(p.choices) if p.choices is not None else None,
-        )
-        for pname, p in spec.parameters.items()
-    }
-    steps = {sname: _compile_step(sname, s) for sname, s in spec.steps.items()}
-    return Pipeline(
-        name=name,
-        steps=steps,
-        parameters=parameters,
-        description=spec.description,
-        max_parallel=spec.max_parallel,
-    )
+def _cache_key(digest: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        release = version("modelyard")
+    except PackageNotFoundError:
+        release = "unknown"
+    return f"{CACHE_FORMAT}:{release}:{digest}"
 
 
-def _compile_step(name: str, spec: Any) -> Step:
-    common: dict[str, Any] = {
-        "name": name,
-        "description": spec.description,
-        "after": tuple(spec.after),
-    }
-    if isinstance(spec, schema.RunStepSpec | schema.PythonStepSpec):
-        common |= {
-            "inputs": dict(spec.inputs),
-            "outputs": tuple(spec.outputs),
-            "values": tuple(spec.values),
-            "params": dict(spec.params),
-            "env": dict(spec.env),
-            "code": tuple(spec.code),
-            "retry": Retry(**spec.retries.model_dump()),
-            "timeout": spec.timeout,
-            "cache": spec.cache,
-        }
-    if isinstance(spec, schema.RunStepSpec):
-        command = spec.run if isinstance(spec.run, str) else tuple(spec.run)
-        return Step(
-            kind="run",
-            command=command,
-            shell=spec.shell,
-            contract=spec.contract,
-            workdir=spec.workdir,
-            **common,
-        )
-    if isinstance(spec, schema.PythonStepSpec):
-        return Step(kind="python", function=spec.python, executor=spec.executor, **common)
-    if isinstance(spec, schema.ConditionStepSpec):
-        return Step(
-            kind="condition",
-            condition=spec.condition,
-            then=tuple(spec.then),
-            otherwise=tuple(spec.else_),
-            **common,
-        )
-    if isinstance(spec, schema.FailStepSpec):
-        return Step(kind="fail", message=spec.fail, **common)
-    assert isinstance(spec, schema.ApprovalStepSpec)
-    return Step(
-        kind="approval",
-        message=spec.approval.message,
-        approval_timeout=spec.approval.timeout,
-        **common,
-    )
+def _read_cache(cache: Path, digest: str) -> dict[str, Any] | None:
+    try:
+        data = json.loads(cache.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("key") != _cache_key(digest):
+        return None
+    compiled = data.get("compiled")
+    return compiled if isinstance(compiled, dict) else None
 
 
-_STEP_TAGS = set(schema.STEP_KINDS)
-
-
-def _locate_validation_error(source: YamlSource, error: Any) -> Problem:
-    loc = list(error["loc"])
-    # pydantic puts the discriminator tag of a step into the location: drop it
-    if len(loc) >= 5 and loc[0] == "pipelines" and loc[2] == "steps" and loc[4] in _STEP_TAGS:
-        del loc[4]
-    if loc and loc[-1] == "else_":
-        loc[-1] = "else"
-    path = tuple(p for p in loc if isinstance(p, str | int))
-    key = ".".join(str(p) for p in path) or "(top level)"
-    kind = error["type"]
-    message = error["msg"]
-    if kind == "extra_forbidden":
-        message = f"unknown key '{path[-1]}'"
-        hint = "check the spelling; see the documented keys in the README"
-    elif kind == "missing":
-        hint = f"add the key '{path[-1]}'"
-        message = f"missing key '{path[-1]}'"
-    elif kind == "step_kind":
-        hint = "write e.g. `run: python train.py` or `python: module:function`"
-    elif kind == "string_pattern_mismatch":
-        message = f"'{error.get('input')}' is not a valid value"
-        hint = "names use letters, digits, '_' and '-' and start with a letter or '_'"
-    else:
-        hint = "correct the value"
-    return Problem("error", source.where(path), f"{key}: {message}", hint)
-
-
-def _locate_issue(source: YamlSource, pipeline: str, issue: LintIssue) -> Problem:
-    path = ("pipelines", pipeline, *issue.path)
-    return Problem(issue.level, source.where(path), issue.message, issue.hint)
+def _write_cache(cache: Path, digest: str, compiled: dict[str, Any]) -> None:
+    """Best effort and atomic: a failed write only costs the next load its speed."""
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        temporary = cache.with_name(f".{cache.name}.{os.getpid()}")
+        temporary.write_text(json.dumps({"key": _cache_key(digest), "compiled": compiled}))
+        os.replace(temporary, cache)
+    except OSError:
+        return
 
 
 def project_settings(root: Path) -> dict[str, Any]:
@@ -274,6 +179,13 @@ def project_settings(root: Path) -> dict[str, Any]:
 
     They must keep working (to show, approve or cancel runs) while the file is being edited.
     """
+    try:
+        return load_project(root, check_paths=False).settings
+    except ConfigError:
+        pass
+    # an invalid file: use its settings section if the YAML can be read at all
+    from modelyard.project.yamlsource import load_yaml
+
     try:
         data = load_yaml(root / PROJECT_FILE).data
     except ConfigError:

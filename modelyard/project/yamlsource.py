@@ -6,14 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from modelyard.errors import ConfigError
-
-try:  # the C loader is several times faster; PyYAML wheels ship it
-    from yaml import CSafeLoader as _Loader
-except ImportError:  # pragma: no cover - only on builds without libyaml
-    from yaml import SafeLoader as _Loader  # type: ignore[assignment]
 
 Path_ = tuple[str | int, ...]
 
@@ -39,6 +32,13 @@ class YamlSource:
 
 
 def load_yaml(file: Path, text: str | None = None) -> YamlSource:
+    import yaml  # imported here: a cached project is loaded without parsing YAML
+
+    try:  # the C loader is several times faster; PyYAML wheels ship it
+        from yaml import CSafeLoader as Loader
+    except ImportError:  # pragma: no cover - only on builds without libyaml
+        from yaml import SafeLoader as Loader  # type: ignore[assignment]
+
     if text is None:
         try:
             text = file.read_text(encoding="utf-8")
@@ -49,7 +49,7 @@ def load_yaml(file: Path, text: str | None = None) -> YamlSource:
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"cannot read the file: {exc}", where=str(file)) from None
     try:
-        loader = _Loader(text)
+        loader = Loader(text)
         try:
             root = loader.get_single_node()
         finally:
@@ -69,14 +69,13 @@ def load_yaml(file: Path, text: str | None = None) -> YamlSource:
     source = YamlSource(file=file, data=None)
     if root is None:
         return source
-    source.data = _construct(root, (), source)
+    source.data = _construct(root, (), source, yaml.constructor.SafeConstructor())
     return source
 
 
-_constructor = yaml.constructor.SafeConstructor()
+def _construct(node: Any, path: Path_, source: YamlSource, constructor: Any) -> Any:
+    import yaml
 
-
-def _construct(node: yaml.Node, path: Path_, source: YamlSource) -> Any:
     source.lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         result: dict[Any, Any] = {}
@@ -87,7 +86,7 @@ def _construct(node: yaml.Node, path: Path_, source: YamlSource) -> Any:
                     where=f"{source.file}:{key_node.start_mark.line + 1}",
                     hint="write the keys out; use parameters for shared values",
                 )
-            key = _constructor.construct_object(key_node, deep=True)
+            key = constructor.construct_object(key_node, deep=True)
             if not isinstance(key, str | int | float | bool) or key is None:
                 raise ConfigError(
                     "mapping keys must be plain names",
@@ -101,8 +100,10 @@ def _construct(node: yaml.Node, path: Path_, source: YamlSource) -> Any:
                     hint="names must be unique: rename or remove one of them",
                 )
             source.lines[(*path, key)] = key_node.start_mark.line + 1
-            result[key] = _construct(value_node, (*path, key), source)
+            result[key] = _construct(value_node, (*path, key), source, constructor)
         return result
     if isinstance(node, yaml.SequenceNode):
-        return [_construct(item, (*path, i), source) for i, item in enumerate(node.value)]
-    return _constructor.construct_object(node, deep=True)
+        return [
+            _construct(item, (*path, i), source, constructor) for i, item in enumerate(node.value)
+        ]
+    return constructor.construct_object(node, deep=True)
