@@ -111,6 +111,7 @@ class RunDriver:
                         started_at=run.started_at or time.time(),
                     )
                     db.add_event(conn, self.run_id, "run-started")
+            self.run = run
             self.pipeline = Pipeline.from_json(run.definition)
             self.dag = Dag(self.pipeline)
             self._notify("run-started", None, f"{run.pipeline} (run {self.run_id})")
@@ -157,11 +158,11 @@ class RunDriver:
 
     def _advance(self) -> float | None:
         """Start what can start; return when to look again, or None when the run has settled."""
+        run = self.run  # params, definition and options never change during a run
         with self.runtime.db.begin() as conn:
-            run = db.get_run(conn, self.run_id)
             steps = db.get_steps(conn, self.run_id)
-            self._apply_approval_decisions(conn, steps)
-            steps = db.get_steps(conn, self.run_id)
+            if self._apply_approval_decisions(conn, steps):
+                steps = db.get_steps(conn, self.run_id)
         decision = plan(self.dag, steps, time.time())
         if decision.skip:
             with self.runtime.db.begin() as conn:
@@ -266,8 +267,10 @@ class RunDriver:
         hint = f"modelyard approve {self.run_id} {step.name} --comment '...'"
         self._notify("approval-waiting", step.name, f"{step.message} ({hint})".strip())
 
-    def _apply_approval_decisions(self, conn: Any, steps: dict[str, db.StepRow]) -> None:
+    def _apply_approval_decisions(self, conn: Any, steps: dict[str, db.StepRow]) -> bool:
+        """Apply recorded decisions and expired deadlines to waiting steps; True if any changed."""
         now = time.time()
+        changed = False
         for row in steps.values():
             if row.status != db.WAITING:
                 continue
@@ -282,11 +285,14 @@ class RunDriver:
                 db.update_step(conn, row.id, status=status, message=message, finished_at=now)
                 db.add_event(conn, self.run_id, f"approval-{verb}", message, row.name)
                 self._notify(f"step-{status}", row.name, message)
+                changed = True
             elif row.deadline is not None and row.deadline < now:
                 message = "approval timed out: nobody approved or rejected it in time"
                 db.update_step(conn, row.id, status=db.FAILED, message=message, finished_at=now)
                 db.add_event(conn, self.run_id, "approval-timed-out", message, row.name)
                 self._notify("step-failed", row.name, message)
+                changed = True
+        return changed
 
     def _start_compute(self, run: db.RunRow, step: Step, steps: dict[str, db.StepRow]) -> None:
         row = steps[step.name]
@@ -410,7 +416,7 @@ class RunDriver:
         )
         now = time.time()
         with self.runtime.db.begin() as conn:
-            row = db.get_steps(conn, self.run_id)[task.step]
+            row = db.get_step(conn, self.run_id, task.step)
             db.update_attempt(
                 conn,
                 flight.attempt_id,
@@ -544,7 +550,7 @@ class RunDriver:
                 finished_at=time.time(),
                 error="the process driving the run stopped during this attempt",
             )
-            row = db.get_steps(conn, self.run_id)[name]
+            row = db.get_step(conn, self.run_id, name)
             db.update_step(conn, row.id, status=db.PENDING, message="re-running a lost attempt")
             db.add_event(conn, self.run_id, "attempt-lost", f"attempt {attempt.number}", name)
 

@@ -11,12 +11,27 @@ from typing import Any
 
 def start_time(pid: int) -> float | None:
     """When process `pid` started, or None if it does not exist."""
+    if os.path.exists("/proc/self/stat"):
+        return _linux_start_time(pid)
     import psutil
 
     try:
         return float(psutil.Process(pid).create_time())
     except (psutil.NoSuchProcess, psutil.AccessDenied, ProcessLookupError):
         return None
+
+
+def _linux_start_time(pid: int) -> float | None:
+    # /proc is read directly: psutil costs every command ~10 ms of import for this one number.
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+        with open("/proc/stat", "rb") as system:
+            boot = next(int(line.split()[1]) for line in system if line.startswith(b"btime"))
+    except (OSError, StopIteration, IndexError, ValueError):
+        return None
+    # field 22 of stat is the start time in clock ticks after boot; [0] here is field 3
+    return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
 
 
 def is_same_process(pid: int | None, started_at: float | None) -> bool:

@@ -195,6 +195,13 @@ def get_steps(conn: sa.Connection, run_id: int) -> dict[str, StepRow]:
     return {r.name: _row(StepRow, r) for r in rows}
 
 
+def get_step(conn: sa.Connection, run_id: int, name: str) -> StepRow:
+    row = conn.execute(
+        sa.select(t.step_runs).where(t.step_runs.c.run_id == run_id, t.step_runs.c.name == name)
+    ).one()
+    return _row(StepRow, row)  # type: ignore[no-any-return]
+
+
 def update_step(conn: sa.Connection, step_id: int, **values: Any) -> None:
     conn.execute(t.step_runs.update().where(t.step_runs.c.id == step_id).values(**values))
 
