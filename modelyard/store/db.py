@@ -37,14 +37,24 @@ class Database:
     @contextlib.contextmanager
     def begin(self) -> Iterator[sa.Connection]:
         """A transaction: committed when the block ends, rolled back on error."""
+        with (
+            self._reported(
+                sa.exc.OperationalError,
+                "database error",
+                "check that the database is reachable and not locked by a stuck process",
+            ),
+            self.engine.begin() as conn,
+        ):
+            yield conn
+
+    @contextlib.contextmanager
+    def _reported(self, kind: type[Exception], what: str, hint: str) -> Iterator[None]:
+        """Turn a driver error into a DatabaseError that names the database (never a password)."""
         try:
-            with self.engine.begin() as conn:
-                yield conn
-        except sa.exc.OperationalError as exc:
+            yield
+        except kind as exc:
             raise DatabaseError(
-                f"database error: {_first_line(exc)}",
-                where=self.safe_url,
-                hint="check that the database is reachable and not locked by a stuck process",
+                f"{what}: {_first_line(exc)}", where=self.safe_url, hint=hint
             ) from None
 
     @property
@@ -53,17 +63,17 @@ class Database:
         return sa.make_url(self.url).render_as_string(hide_password=True)
 
     def current_revision(self) -> str | None:
-        try:
-            with self.engine.connect() as conn:
-                if not sa.inspect(conn).has_table("alembic_version"):
-                    return None
-                return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
-        except sa.exc.OperationalError as exc:
-            raise DatabaseError(
-                f"cannot open the metadata database: {_first_line(exc)}",
-                where=self.safe_url,
-                hint="check MODELYARD_DATABASE_URL, or that the server is running",
-            ) from None
+        with (
+            self._reported(
+                sa.exc.OperationalError,
+                "cannot open the metadata database",
+                "check MODELYARD_DATABASE_URL, or that the server is running",
+            ),
+            self.engine.connect() as conn,
+        ):
+            if not sa.inspect(conn).has_table("alembic_version"):
+                return None
+            return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
 
     def ensure_schema(self) -> None:
         if self.current_revision() == HEAD_REVISION:
@@ -78,16 +88,16 @@ class Database:
 
         config = Config()
         config.set_main_option("script_location", str(_MIGRATIONS))
-        try:
-            with self.engine.begin() as conn:
-                config.attributes["connection"] = conn
-                command.upgrade(config, "head")
-        except sa.exc.DBAPIError as exc:
-            raise DatabaseError(
-                f"cannot create or migrate the metadata tables: {_first_line(exc)}",
-                where=self.safe_url,
-                hint="check that the database (and schema) exist and the user may create tables",
-            ) from None
+        with (
+            self._reported(
+                sa.exc.DBAPIError,
+                "cannot create or migrate the metadata tables",
+                "check that the database (and schema) exist and the user may create tables",
+            ),
+            self.engine.begin() as conn,
+        ):
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
 
     @contextlib.contextmanager
     def _migration_lock(self) -> Iterator[None]:
@@ -124,7 +134,14 @@ def _create_engine(url: str) -> sa.Engine:
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise DatabaseError(
+                    f"cannot create the folder of the SQLite database: {exc.strerror or exc}",
+                    where=database,
+                    hint="set MODELYARD_DATABASE_URL to a writable place, or fix the permissions",
+                ) from None
         engine = sa.create_engine(parsed, connect_args={"timeout": 30})
         sa.event.listen(engine, "connect", _sqlite_on_connect)
         sa.event.listen(engine, "begin", _sqlite_begin)
