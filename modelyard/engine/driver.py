@@ -72,7 +72,7 @@ class RunDriver:
             run = db.get_run(conn, self.run_id)
             if run.status in db.RUN_DONE:
                 raise StateConflict(
-                    f"run {self.run_id} has already {run.status}",
+                    f"run {self.run_id} has already finished ({run.status})",
                     hint="start a new run with `modelyard run`",
                 )
             steal = run.owner if owner_is_dead(run.owner) else None

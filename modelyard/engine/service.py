@@ -130,7 +130,7 @@ def request_cancel(runtime: Runtime, run_id: int) -> str:
     with runtime.db.begin() as conn:
         run = db.get_run(conn, run_id)
         if run.status in db.RUN_DONE:
-            raise StateConflict(f"run {run_id} has already {run.status}")
+            raise StateConflict(f"run {run_id} has already finished ({run.status})")
         db.update_run(conn, run_id, cancel_requested=True)
         driven = (
             bool(run.owner)

@@ -132,4 +132,4 @@ def test_cancel_a_waiting_run(root: Path, cli: Callable):
     assert late.code == 4
     again = cli(root, "cancel", "1")
     assert again.code == 4
-    assert "run 1 has already cancelled" in again.err
+    assert "run 1 has already finished (cancelled)" in again.err

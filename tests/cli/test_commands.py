@@ -242,7 +242,7 @@ def test_cancel_of_a_finished_run(initialized: Path, cli: Callable, cli_process:
     result = cli_process(root, "cancel", "1")
     assert result.code == 4
     assert "Traceback" not in result.err
-    assert "run 1 has already succeeded" in result.err
+    assert "run 1 has already finished (succeeded)" in result.err
     assert cli(root, "show", "1", "--json").json()["status"] == "succeeded"
 
 

@@ -248,7 +248,7 @@ def test_cancel_without_a_driver_marks_the_run_cancelled(engine: EngineHarness) 
     assert detail.run.finished_at is not None
     assert {s.status for s in detail.steps.values()} == {"cancelled"}
     assert not (engine.scratch / "block-1.started").exists()
-    with pytest.raises(StateConflict, match="has already cancelled"):
+    with pytest.raises(StateConflict, match=r"has already finished \(cancelled\)"):
         service.drive_run(engine.runtime, run_id)
 
 

@@ -15,91 +15,17 @@ folder of header-less CSV files (or one file) with the label first. The report w
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import xgboost as xgb
+from abalone_io import InputError, read_labeled, run_step
 
 MODEL_FILE = "xgboost-model.json"
 EVALUATION_FILE = "evaluation.json"
-
-
-class InputError(Exception):
-    """Bad input; the message names the file and the problem."""
-
-
-def list_csv_files(path: Path) -> list[Path]:
-    """``path`` itself, or the ``*.csv`` files of a folder in name order."""
-    if path.is_file():
-        return [path]
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() == ".csv")
-        if not files:
-            raise InputError(f"{path}: folder has no *.csv files")
-        return files
-    raise InputError(f"{path}: no such file or folder")
-
-
-def read_labeled_file(path: Path) -> np.ndarray:
-    """Read one header-less, all-numeric CSV file into a 2-D float array (label in column 0)."""
-    rows: list[list[float]] = []
-    width = None
-    try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            for lineno, fields in enumerate(csv.reader(handle), start=1):
-                if not any(field.strip() for field in fields):
-                    continue  # blank line
-                if width is None:
-                    if len(fields) < 2:
-                        raise InputError(
-                            f"{path}: line {lineno}: expected the label and at least one feature, "
-                            f"found {len(fields)} column(s)"
-                        )
-                    width = len(fields)
-                elif len(fields) != width:
-                    raise InputError(
-                        f"{path}: line {lineno}: expected {width} columns like the first row, "
-                        f"found {len(fields)}"
-                    )
-                row = []
-                for column, raw in enumerate(fields, start=1):
-                    try:
-                        value = float(raw)
-                    except ValueError:
-                        raise InputError(
-                            f"{path}: line {lineno}: column {column} is not a number: {raw!r}"
-                        ) from None
-                    if not math.isfinite(value):
-                        raise InputError(
-                            f"{path}: line {lineno}: column {column} is not finite: {raw!r}"
-                        )
-                    row.append(value)
-                rows.append(row)
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not a UTF-8 text file") from None
-    except csv.Error as exc:
-        raise InputError(f"{path}: not a valid CSV file: {exc}") from None
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    if not rows:
-        raise InputError(f"{path}: no data rows")
-    return np.asarray(rows, dtype=float)
-
-
-def read_labeled(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Labels and features of a file or of every ``*.csv`` file of a folder."""
-    path = Path(path)
-    matrices = [read_labeled_file(file) for file in list_csv_files(path)]
-    widths = {m.shape[1] for m in matrices}
-    if len(widths) > 1:
-        raise InputError(f"{path}: the files have different column counts: {sorted(widths)}")
-    data = np.vstack(matrices)
-    return data[:, 0], data[:, 1:]
 
 
 def load_booster(model_path: Path) -> xgb.Booster:
@@ -169,12 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        evaluate(args.model, args.test, args.evaluation)
-    except InputError as exc:
-        print(f"evaluate: error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run_step("evaluate", evaluate, args.model, args.test, args.evaluation)
 
 
 if __name__ == "__main__":

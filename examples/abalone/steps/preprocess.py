@@ -28,6 +28,7 @@ from pathlib import Path
 import joblib
 import numpy as np
 import pandas as pd
+from abalone_io import InputError, list_files, run_step
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
@@ -52,24 +53,6 @@ TRAIN_FILE = "train.csv"
 VALIDATION_FILE = "validation.csv"
 TEST_FILE = "test.csv"
 PREPROCESSOR_FILE = "preprocessor.joblib"
-
-
-class InputError(Exception):
-    """Bad input data; the message names the file and the problem."""
-
-
-def list_input_files(path: Path) -> list[Path]:
-    """The files to read: ``path`` itself, or the ``*.csv``/``*.data`` files of a folder by name."""
-    if path.is_file():
-        return [path]
-    if path.is_dir():
-        files = sorted(
-            p for p in path.iterdir() if p.is_file() and p.suffix.lower() in INPUT_SUFFIXES
-        )
-        if not files:
-            raise InputError(f"{path}: folder has no *.csv or *.data files")
-        return files
-    raise InputError(f"{path}: no such file or folder")
 
 
 def _parse_number(path: Path, lineno: int, column: str, raw: str) -> float:
@@ -123,7 +106,7 @@ def read_csv_file(path: Path) -> pd.DataFrame:
 def read_input(path: Path) -> pd.DataFrame:
     """Read a file, or every input file of a folder (in name order), into one DataFrame."""
     frames = []
-    for file in list_input_files(path):
+    for file in list_files(path, INPUT_SUFFIXES):
         frame = read_csv_file(file)
         print(f"read {len(frame)} rows from {file}")
         frames.append(frame)
@@ -281,21 +264,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(
             "--train-fraction + --validation-fraction must be below 1 (test gets the rest)"
         )
-    try:
-        preprocess(
-            args.input,
-            args.train,
-            args.validation,
-            args.test,
-            args.preprocessor,
-            seed=args.seed,
-            train_fraction=args.train_fraction,
-            validation_fraction=args.validation_fraction,
-        )
-    except InputError as exc:
-        print(f"preprocess: error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run_step(
+        "preprocess",
+        preprocess,
+        args.input,
+        args.train,
+        args.validation,
+        args.test,
+        args.preprocessor,
+        seed=args.seed,
+        train_fraction=args.train_fraction,
+        validation_fraction=args.validation_fraction,
+    )
 
 
 if __name__ == "__main__":

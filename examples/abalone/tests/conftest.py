@@ -1,7 +1,9 @@
 """Fixtures for the abalone step tests: the step scripts loaded as modules, and the data file.
 
 The steps are plain scripts (not a package), so they are loaded from their paths under unique
-module names; nothing depends on the working directory or on ``sys.path``.
+module names; nothing depends on the working directory. They import their shared module
+``abalone_io`` (``steps/abalone_io.py``) by its plain name, so the steps folder goes on
+``sys.path`` below.
 """
 
 from __future__ import annotations
@@ -17,6 +19,15 @@ import pytest
 EXAMPLE_DIR = Path(__file__).resolve().parents[1]
 STEPS_DIR = EXAMPLE_DIR / "steps"
 DATA_FILE = EXAMPLE_DIR / "data" / "abalone.data"
+
+# The step scripts do `import abalone_io` / `from abalone_io import ...`. Run as
+# `python steps/x.py`, Python puts the script's own folder (steps/) first on sys.path, so the
+# import resolves there; loading a script by path with importlib (load_step below) does not, so
+# the steps folder must be on sys.path here or those imports fail with ModuleNotFoundError. It is
+# appended rather than put first: this conftest runs in the project's whole test session, and the
+# folder's train.py / evaluate.py / preprocess.py must not shadow same-named installed modules.
+if str(STEPS_DIR) not in sys.path:
+    sys.path.append(str(STEPS_DIR))
 
 
 def load_step(name: str) -> ModuleType:
