@@ -233,7 +233,7 @@ def test_cancel_stops_a_live_driver_and_its_processes(engine: EngineHarness) -> 
     assert steps["later"].status == "cancelled"
     assert [a.status for a in engine.attempts(run_id, "block")] == ["cancelled"]
     assert engine.attempts(run_id, "later") == []
-    with pytest.raises(StateConflict, match="already cancelled"):
+    with pytest.raises(StateConflict, match=r"already finished \(cancelled\)"):
         service.request_cancel(engine.runtime, run_id)
 
 
