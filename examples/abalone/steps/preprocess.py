@@ -28,7 +28,7 @@ from pathlib import Path
 import joblib
 import numpy as np
 import pandas as pd
-from abalone_io import InputError, list_files, run_step
+from abalone_io import InputError, list_files, read_errors, run_step
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
@@ -75,28 +75,21 @@ def _parse_number(path: Path, lineno: int, column: str, raw: str) -> float:
 def read_csv_file(path: Path) -> pd.DataFrame:
     """Read and validate one header-less abalone CSV file into a DataFrame with ``COLUMNS``."""
     records: list[list[object]] = []
-    try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            for lineno, fields in enumerate(csv.reader(handle), start=1):
-                if not any(field.strip() for field in fields):
-                    continue  # blank line
-                if len(fields) != len(COLUMNS):
-                    raise InputError(
-                        f"{path}: line {lineno}: expected {len(COLUMNS)} comma-separated columns "
-                        f"({', '.join(COLUMNS)}), found {len(fields)}"
-                    )
-                sex = fields[0].strip() or math.nan
-                numbers = [
-                    _parse_number(path, lineno, column, raw.strip())
-                    for column, raw in zip(COLUMNS[1:], fields[1:], strict=True)
-                ]
-                records.append([sex, *numbers])
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not a UTF-8 text file") from None
-    except csv.Error as exc:
-        raise InputError(f"{path}: not a valid CSV file: {exc}") from None
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    with read_errors(path), path.open(newline="", encoding="utf-8") as handle:
+        for lineno, fields in enumerate(csv.reader(handle), start=1):
+            if not any(field.strip() for field in fields):
+                continue  # blank line
+            if len(fields) != len(COLUMNS):
+                raise InputError(
+                    f"{path}: line {lineno}: expected {len(COLUMNS)} comma-separated columns "
+                    f"({', '.join(COLUMNS)}), found {len(fields)}"
+                )
+            sex = fields[0].strip() or math.nan
+            numbers = [
+                _parse_number(path, lineno, column, raw.strip())
+                for column, raw in zip(COLUMNS[1:], fields[1:], strict=True)
+            ]
+            records.append([sex, *numbers])
     frame = pd.DataFrame.from_records(records, columns=COLUMNS)
     number_columns = [*NUMERIC_COLUMNS, LABEL_COLUMN]
     frame[number_columns] = frame[number_columns].astype(float)
