@@ -14,7 +14,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from modelyard.errors import ExpressionError, ModelyardError, StateConflict
@@ -23,7 +22,7 @@ from modelyard.executors.processes import is_same_process, kill_tree
 from modelyard.pipeline.dag import Dag
 from modelyard.pipeline.expressions import Expression
 from modelyard.pipeline.model import Pipeline, Step
-from modelyard.pipeline.templates import render, render_value
+from modelyard.pipeline.templates import render
 from modelyard.store import runs as db
 from modelyard.store.artifacts import ArtifactRef
 
@@ -583,9 +582,3 @@ def _condition_summary(steps: dict[str, db.StepRow], skipped: list[str]) -> str:
     ]
     return (" (" + "; ".join(reasons) + ")") if reasons else ""
 
-
-def render_step_value(value: Any, context: dict[str, Any], runtime: Runtime) -> Any:
-    return render_value(value, lambda e: evaluate(e, context, runtime.store))
-
-
-__all__ = ["Path", "RunDriver", "mark_cancelled", "render_step_value"]
