@@ -177,6 +177,7 @@ def run_json(run: RunRow) -> dict[str, Any]:
         "finished_at": iso(run.finished_at),
         "duration_s": duration(run.started_at, run.finished_at),
         "message": run.message,
+        "data": run.data_versions or {},
     }
 
 
@@ -257,6 +258,8 @@ def _show(args: argparse.Namespace) -> int:
     )
     if run.params:
         print("  params: " + ", ".join(f"{k}={v!r}" for k, v in run.params.items()))
+    if run.data_versions:
+        print("  data: " + ", ".join(f"{k}@{v[:19]}" for k, v in run.data_versions.items()))
     if run.message:
         print(f"  {run.message}")
     rows = []

@@ -581,4 +581,3 @@ def _condition_summary(steps: dict[str, db.StepRow], skipped: list[str]) -> str:
         f"{s.name}: {s.message}" for s in steps.values() if s.kind == "condition" and s.message
     ]
     return (" (" + "; ".join(reasons) + ")") if reasons else ""
-

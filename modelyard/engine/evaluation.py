@@ -36,6 +36,19 @@ class OutputHandle:
         return self.ref.digest
 
 
+@dataclass(frozen=True)
+class DataHandle:
+    """A data version the run reads (`${{ data.SOURCE }}`): the source and its manifest digest."""
+
+    __expression_attributes__ = frozenset({"source", "digest"})
+
+    source: str
+    digest: str
+
+    def __str__(self) -> str:
+        return self.digest
+
+
 def expression_context(run: RunRow, steps: dict[str, StepRow]) -> dict[str, Any]:
     step_view = {}
     for name, row in steps.items():
@@ -47,6 +60,7 @@ def expression_context(run: RunRow, steps: dict[str, StepRow]) -> dict[str, Any]
         "params": run.params,
         "steps": step_view,
         "run": {"id": run.id, "pipeline": run.pipeline, "project": run.project},
+        "data": {name: DataHandle(name, d) for name, d in (run.data_versions or {}).items()},
     }
 
 

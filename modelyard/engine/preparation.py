@@ -8,14 +8,14 @@ import shlex
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelyard.errors import ConfigError, ExpressionError
 from modelyard.executors.base import Executor, StepTask
-from modelyard.executors.contracts import modelyard_environment, sagemaker_contract
+from modelyard.executors.contracts import env_name, modelyard_environment, sagemaker_contract
 from modelyard.pipeline.cachekey import cache_key
 from modelyard.pipeline.expressions import Expression
-from modelyard.pipeline.model import Step
+from modelyard.pipeline.model import DataSource, Step
 from modelyard.pipeline.templates import (
     as_text,
     has_templates,
@@ -28,14 +28,26 @@ from modelyard.settings import Settings
 from modelyard.store import runs as db
 from modelyard.store.artifacts import ArtifactRef, digest_file
 
-from .evaluation import OutputHandle, evaluate, expression_context
+from .evaluation import DataHandle, OutputHandle, evaluate, expression_context
 from .runtime import Runtime
+
+if TYPE_CHECKING:
+    from modelyard.store.manifests import Manifest
+
+
+@dataclass
+class DataInput:
+    """An input that is a data version: its files are copied from the source, checked."""
+
+    source: DataSource
+    manifest: Manifest
 
 
 @dataclass
 class ResolvedInput:
-    ref: ArtifactRef
+    ref: ArtifactRef  # for a data input: the manifest (its digest is the data version)
     filename: str | None  # for a file input: the name it is materialized under
+    data: DataInput | None = None
 
 
 @dataclass
@@ -64,7 +76,12 @@ class PreparedStep:
             shutil.rmtree(workdir)
         workdir.mkdir(parents=True)
         inputs = {}
+        manifests = {}
         for name, resolved in self.inputs.items():
+            if resolved.data is not None:
+                inputs[name] = self._materialize_data(name, resolved, workdir)
+                manifests[name] = inputs[name].with_name(f"{name}.manifest.json")
+                continue
             if resolved.filename is not None:
                 dest = workdir / "inputs" / name / resolved.filename
             else:
@@ -95,6 +112,7 @@ class PreparedStep:
         paths = {"inputs": {k: str(v) for k, v in inputs.items()}}
         paths["outputs"] = {k: str(v) for k, v in outputs.items()}
         env = modelyard_environment(task)
+        env |= {f"MODELYARD_MANIFEST_{env_name(k)}": str(v) for k, v in manifests.items()}
         extra_args: list[str] = []
         if step.contract == "sagemaker":
             sm_env, extra_args = sagemaker_contract(_channels_as_folders(task))
@@ -106,6 +124,21 @@ class PreparedStep:
             if step.shell:
                 task.argv = [" ".join([task.argv[0], *map(shlex.quote, extra_args)])]
         return task
+
+    def _materialize_data(self, name: str, resolved: ResolvedInput, workdir: Path) -> Path:
+        """The data version's files in `inputs/NAME/`, its manifest in `inputs/NAME.manifest.json`
+        (beside the folder, so the folder holds exactly the data)."""
+        from modelyard.store.manifests import materialize
+
+        assert resolved.data is not None
+        folder = workdir / "inputs" / name
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        data = resolved.data
+        materialize(
+            data.manifest, data.source, Path(self.run.project_dir), folder, resolved.ref.digest
+        )
+        (folder.parent / f"{name}.manifest.json").write_bytes(data.manifest.to_bytes())
+        return folder
 
     def _command(self, paths: dict[str, Any]) -> list[str]:
         command = self.step.command
@@ -140,7 +173,8 @@ def prepare_step(
     context = expression_context(run, steps)
     root = Path(run.project_dir)
     inputs = {
-        name: _resolve_input(runtime, root, context, name, v) for name, v in step.inputs.items()
+        name: _resolve_input(runtime, run, root, context, name, v)
+        for name, v in step.inputs.items()
     }
     try:
         params = {
@@ -181,16 +215,37 @@ def prepare_step(
     return PreparedStep(runtime, run, step, context, inputs, params, key)
 
 
+def _resolve_data(runtime: Runtime, run: db.RunRow, name: str, handle: DataHandle) -> ResolvedInput:
+    from modelyard.store.manifests import read_manifest
+
+    definition = run.definition.get("data_sources", {}).get(handle.source)
+    if definition is None:
+        raise ConfigError(
+            f"input '{name}': run {run.id} has no definition of data source '{handle.source}'",
+            hint="start a new run: the project file declares the data sources",
+        )
+    manifest, ref = read_manifest(runtime.store, handle.digest)
+    return ResolvedInput(ref, None, DataInput(DataSource.from_json(definition), manifest))
+
+
 def _resolve_input(
-    runtime: Runtime, root: Path, context: dict[str, Any], name: str, value: str
+    runtime: Runtime,
+    run: db.RunRow,
+    root: Path,
+    context: dict[str, Any],
+    name: str,
+    value: str,
 ) -> ResolvedInput:
     expression = whole_template(value)
     if expression is not None:
         handle = evaluate(expression, context, runtime.store)
+        if isinstance(handle, DataHandle):
+            return _resolve_data(runtime, run, name, handle)
         if not isinstance(handle, OutputHandle):
             raise ConfigError(
-                f"input '{name}' must refer to a step output, got {type(handle).__name__}",
-                hint="write ${{ steps.STEP.outputs.NAME }}",
+                f"input '{name}' must refer to a step output or a data source, "
+                f"got {type(handle).__name__}",
+                hint="write ${{ steps.STEP.outputs.NAME }} or ${{ data.SOURCE }}",
             )
         return ResolvedInput(handle.ref, None)
     path = root / value

@@ -9,7 +9,7 @@ from __future__ import annotations
 import getpass
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +22,7 @@ from modelyard.store import runs as db
 from .runtime import Runtime, owner_is_dead
 
 if TYPE_CHECKING:
+    from modelyard.pipeline.model import Pipeline
     from modelyard.project.loader import Project
 
     from .driver import Observer
@@ -33,6 +34,8 @@ class RunOptions:
     no_cache_steps: tuple[str, ...] = ()
     max_parallel: int | None = None
     trigger: str = "manual"
+    # source -> digest: data versions to use instead of snapshotting (a data trigger's version)
+    data_versions: Mapping[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -59,6 +62,7 @@ def create_run(
             hint="the steps are: " + ", ".join(pipeline.steps),
         )
     params = resolve_params(pipeline, overrides or {})
+    data_versions = _data_versions(runtime, project, pipeline, options.data_versions)
     from .environment import environment_digest
 
     env_digest = environment_digest(project.root, project.environment_lock)
@@ -74,10 +78,50 @@ def create_run(
             options=options.to_json(),
             environment_digest=env_digest,
             trigger=options.trigger,
+            data_versions=data_versions or None,
         )
+        if data_versions:
+            from modelyard.store import dataversions
+
+            dataversions.mark_first_use(conn, project.name, data_versions, run_id)
         db.insert_steps(conn, run_id, [(s.name, s.kind) for s in pipeline.steps.values()])
         db.add_event(conn, run_id, "run-created", f"trigger: {options.trigger}")
     return run_id
+
+
+def _data_versions(
+    runtime: Runtime, project: Project, pipeline: Pipeline, given: Mapping[str, str]
+) -> dict[str, str]:
+    """The data version of each source the pipeline reads: the given one, or a new snapshot."""
+    from modelyard.pipeline.dag import referenced_data
+    from modelyard.store import dataversions
+    from modelyard.store.manifests import take_snapshot
+
+    versions: dict[str, str] = {}
+    for source, digest in given.items():
+        if source not in pipeline.data_sources:
+            raise ConfigError(
+                f"pipeline '{pipeline.name}' neither reads nor is triggered by data source "
+                f"'{source}'",
+                hint="add it to the pipeline's triggers or to a step's inputs",
+            )
+        with runtime.db.begin() as conn:
+            known = dataversions.get_version(conn, project.name, source, digest)
+        if known is None:
+            raise NotFound(
+                f"data source '{source}' has no recorded version {digest}",
+                hint=f"see the versions with `modelyard data versions {source}`",
+            )
+        versions[source] = digest
+    read: set[str] = set()
+    for step in pipeline.steps.values():
+        read |= referenced_data(step)
+    for name in sorted(read - set(versions)):
+        # lint makes sure every source a step reads is declared, so the pipeline carries it
+        definition = pipeline.data_sources[name]
+        snapshot = take_snapshot(runtime.db, runtime.store, project.name, project.root, definition)
+        versions[name] = snapshot.version.digest
+    return versions
 
 
 def drive_run(runtime: Runtime, run_id: int, observer: Observer | None = None) -> db.RunRow:

@@ -43,6 +43,19 @@ def referenced_steps(step: Step) -> set[str]:
     return names
 
 
+def referenced_data(step: Step) -> set[str]:
+    """The data sources a step's inputs read (`${{ data.NAME }}`)."""
+    names: set[str] = set()
+    try:
+        for field, expression in step_expressions(step):
+            for ref in expression.references():
+                if field == "inputs" and len(ref) >= 2 and ref[0] == "data":
+                    names.add(str(ref[1]))
+    except ExpressionError:
+        pass  # lint reports it
+    return names
+
+
 @dataclass(frozen=True)
 class Gate:
     """Step `condition` chose `branch` ('then' or 'else'); the gated step runs only on that one."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Literal
 
@@ -14,7 +15,7 @@ from modelyard.pipeline.templates import has_templates, whole_template
 
 # Names an expression may start with, per field of a step.
 _ROOTS = {
-    "inputs": {"params", "steps"},
+    "inputs": {"params", "steps", "data"},
     "params": {"params", "steps"},
     "env": {"params", "steps", "inputs", "outputs", "run"},
     "run": {"params", "steps", "inputs", "outputs", "run"},
@@ -33,14 +34,18 @@ class LintIssue:
     hint: str = ""
 
 
-def lint_pipeline(pipeline: Pipeline) -> list[LintIssue]:
+def lint_pipeline(pipeline: Pipeline, data_sources: Collection[str] = ()) -> list[LintIssue]:
+    """Lint a pipeline; `data_sources` are the names declared under the project's data_sources."""
     issues: list[LintIssue] = []
     dag = Dag(pipeline)
     for param in pipeline.parameters.values():
         issues.extend(_lint_parameter(param))
+    for index, source in enumerate(pipeline.data_triggers):
+        if source not in data_sources:
+            issues.append(_unknown_source(source, data_sources, ("triggers", "data", index)))
     used_outputs: set[tuple[str, str]] = set()
     for step in pipeline.steps.values():
-        issues.extend(_lint_step(pipeline, step, used_outputs))
+        issues.extend(_lint_step(pipeline, step, used_outputs, data_sources))
     issues.extend(_lint_gates(pipeline, dag))
     cycle = dag.find_cycle()
     if cycle:
@@ -87,7 +92,10 @@ def _lint_parameter(param: Parameter) -> list[LintIssue]:
 
 
 def _lint_step(
-    pipeline: Pipeline, step: Step, used_outputs: set[tuple[str, str]]
+    pipeline: Pipeline,
+    step: Step,
+    used_outputs: set[tuple[str, str]],
+    data_sources: Collection[str],
 ) -> list[LintIssue]:
     issues = []
     here = ("steps", step.name)
@@ -101,7 +109,9 @@ def _lint_step(
     except ExpressionError as exc:
         return [*issues, LintIssue("error", here, exc.message, exc.hint or "")]
     for field, expression in expressions:
-        issues.extend(_lint_expression(pipeline, step, field, expression, used_outputs))
+        issues.extend(
+            _lint_expression(pipeline, step, field, expression, used_outputs, data_sources)
+        )
     for name, value in step.inputs.items():
         if has_templates(value) and whole_template(value) is None:
             issues.append(
@@ -110,7 +120,7 @@ def _lint_step(
                     (*here, "inputs", name),
                     f"input '{name}' mixes text and a reference",
                     "an input is either a project path or one reference such as "
-                    "${{ steps.prepare.outputs.data }}",
+                    "${{ steps.prepare.outputs.data }} or ${{ data.SOURCE }}",
                 )
             )
     return issues
@@ -122,6 +132,7 @@ def _lint_expression(
     field: str,
     expression: Expression,
     used_outputs: set[tuple[str, str]],
+    data_sources: Collection[str],
 ) -> list[LintIssue]:
     issues = []
     path = ("steps", step.name, field)
@@ -159,6 +170,18 @@ def _lint_expression(
             )
         elif root == "steps":
             issues.extend(_lint_step_reference(pipeline, step, ref, expression, path, used_outputs))
+        elif root == "data":
+            if len(ref) != 2:
+                issues.append(
+                    LintIssue(
+                        "error",
+                        path,
+                        f"'{expression.text}': refer to a data source as data.NAME",
+                        "write e.g. ${{ data.abalone }}: the step gets the data version's files",
+                    )
+                )
+            elif ref[1] not in data_sources:
+                issues.append(_unknown_source(str(ref[1]), data_sources, path))
     return issues
 
 
@@ -231,6 +254,20 @@ def _lint_gates(pipeline: Pipeline, dag: Dag) -> list[LintIssue]:
                 )
             )
     return issues
+
+
+def _unknown_source(
+    name: str, data_sources: Collection[str], path: tuple[str | int, ...]
+) -> LintIssue:
+    known = ", ".join(sorted(data_sources))
+    return LintIssue(
+        "error",
+        path,
+        f"unknown data source '{name}'",
+        f"declare it under data_sources, or use one of: {known}"
+        if known
+        else "declare it under data_sources: {NAME: {url: FOLDER_OR_URL}}",
+    )
 
 
 def _unknown_step(pipeline: Pipeline, name: str, path: tuple[str, ...]) -> LintIssue:

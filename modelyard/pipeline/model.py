@@ -88,12 +88,39 @@ class Step:
 
 
 @dataclass(frozen=True)
+class DataSource:
+    """A watched location whose files are a data version: a folder of the project or a URL."""
+
+    name: str
+    url: str  # a path relative to the project, an absolute path, or an fsspec URL
+    include: tuple[str, ...] = ("**/*",)
+    exclude: tuple[str, ...] = ()
+    date_prefix: str | None = None  # e.g. "YYYY/MM/DD/": only files under dated folders
+    storage_options: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DataSource:
+        values = dict(data)
+        for key in ("include", "exclude"):
+            if key in values:
+                values[key] = tuple(values[key])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
 class Pipeline:
     name: str
     steps: dict[str, Step]
     parameters: dict[str, Parameter] = field(default_factory=dict)
     description: str = ""
     max_parallel: int | None = None
+    # the data sources its steps read (`${{ data.NAME }}`) or that trigger it, frozen with each
+    # run so that any process can materialize the run's data without the project file
+    data_sources: dict[str, DataSource] = field(default_factory=dict)
+    data_triggers: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -102,6 +129,8 @@ class Pipeline:
             "max_parallel": self.max_parallel,
             "parameters": {n: asdict(p) for n, p in self.parameters.items()},
             "steps": [s.to_json() for s in self.steps.values()],
+            "data_sources": {n: d.to_json() for n, d in self.data_sources.items()},
+            "data_triggers": list(self.data_triggers),
         }
 
     @classmethod
@@ -116,4 +145,8 @@ class Pipeline:
             max_parallel=data.get("max_parallel"),
             parameters=params,
             steps={s["name"]: Step.from_json(s) for s in data["steps"]},
+            data_sources={
+                n: DataSource.from_json(d) for n, d in data.get("data_sources", {}).items()
+            },
+            data_triggers=tuple(data.get("data_triggers", ())),
         )

@@ -5,15 +5,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from modelyard.errors import ConfigError
+from modelyard.pipeline.dag import referenced_data
 from modelyard.pipeline.lint import lint_pipeline
-from modelyard.pipeline.model import Parameter, Pipeline, Retry, Step
+from modelyard.pipeline.model import DataSource, Parameter, Pipeline, Retry, Step
 from modelyard.pipeline.params import infer_type
 from modelyard.project import schema
 from modelyard.project.problems import Problem, ProjectInvalid, locate_issue
@@ -25,6 +26,7 @@ class Compiled:
     """What a valid project file compiles to: plain data, cacheable as JSON."""
 
     name: str | None
+    data_sources: dict[str, DataSource]
     settings: dict[str, Any]
     environment_lock: str | None
     pipelines: dict[str, Pipeline]
@@ -51,6 +53,7 @@ def compile_project(root: Path, file: Path, text: str) -> Compiled:
         raise ProjectInvalid([_locate_validation_error(source, e) for e in exc.errors()]) from None
     problems: list[Problem] = []
     pipelines = {}
+    data_sources = {n: _compile_data_source(n, d) for n, d in spec.data_sources.items()}
     for name, pipeline_spec in spec.pipelines.items():
         if pipeline_spec.define:
             try:
@@ -58,12 +61,18 @@ def compile_project(root: Path, file: Path, text: str) -> Compiled:
             except ConfigError as exc:
                 where = source.where(("pipelines", name, "define"))
                 problems.append(Problem("error", where, exc.message, exc.hint or ""))
+                continue
+            triggers = tuple(pipeline_spec.triggers.data)
+            pipelines[name] = replace(pipelines[name], data_triggers=triggers)
         else:
             pipelines[name] = compile_pipeline(name, pipeline_spec)
     for name, pipeline in pipelines.items():
-        problems += [locate_issue(source, name, i) for i in lint_pipeline(pipeline)]
+        issues = lint_pipeline(pipeline, data_sources)
+        problems += [locate_issue(source, name, i) for i in issues]
+        pipelines[name] = with_data_sources(pipeline, data_sources)
     return Compiled(
         name=spec.name,
+        data_sources=data_sources,
         settings=spec.settings,
         environment_lock=spec.environment.lock,
         pipelines=pipelines,
@@ -72,6 +81,26 @@ def compile_project(root: Path, file: Path, text: str) -> Compiled:
         # a pipeline defined in Python depends on code, not only on this file
         cacheable=not any(p.define for p in spec.pipelines.values())
         and not any(p.level == "error" for p in problems),
+    )
+
+
+def with_data_sources(pipeline: Pipeline, data_sources: dict[str, DataSource]) -> Pipeline:
+    """The pipeline carrying the definitions of the data sources it reads or is triggered by."""
+    used: set[str] = set(pipeline.data_triggers)
+    for step in pipeline.steps.values():
+        used |= referenced_data(step)
+    frozen = {n: data_sources[n] for n in sorted(used) if n in data_sources}
+    return replace(pipeline, data_sources=frozen)
+
+
+def _compile_data_source(name: str, spec: schema.DataSourceSpec) -> DataSource:
+    return DataSource(
+        name=name,
+        url=spec.url,
+        include=tuple(spec.include),
+        exclude=tuple(spec.exclude),
+        date_prefix=spec.date_prefix,
+        storage_options=dict(spec.storage_options),
     )
 
 
@@ -123,6 +152,7 @@ def compile_pipeline(name: str, spec: schema.PipelineSpec) -> Pipeline:
         parameters=parameters,
         description=spec.description,
         max_parallel=spec.max_parallel,
+        data_triggers=tuple(spec.triggers.data),
     )
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from modelyard.errors import ConfigError, ProjectNotFound
-from modelyard.pipeline.model import Pipeline
+from modelyard.pipeline.model import DataSource, Pipeline
 from modelyard.project.checks import check_files
 from modelyard.project.problems import Problem, ProjectInvalid, locate_issue
 from modelyard.project.yamlsource import YamlSource
@@ -24,7 +24,7 @@ from modelyard.settings import STATE_DIR_NAME
 PROJECT_FILE = "modelyard.yaml"
 CACHE_FILE = "project.json"
 # bump when the compiled form or the validation rules change, so old caches are ignored
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 
 __all__ = [
     "PROJECT_FILE",
@@ -46,6 +46,7 @@ class Project:
     environment_lock: str | None
     pipelines: dict[str, Pipeline]
     warnings: list[Problem] = field(default_factory=list)
+    data_sources: dict[str, DataSource] = field(default_factory=dict)
 
     def pipeline(self, name: str) -> Pipeline:
         try:
@@ -55,6 +56,16 @@ class Project:
             raise ConfigError(
                 f"no pipeline named '{name}' in {self.file}",
                 hint=f"the pipelines are: {known}",
+            ) from None
+
+    def data_source(self, name: str) -> DataSource:
+        try:
+            return self.data_sources[name]
+        except KeyError:
+            known = ", ".join(self.data_sources) or "(none: declare them under data_sources)"
+            raise ConfigError(
+                f"no data source named '{name}' in {self.file}",
+                hint=f"the data sources are: {known}",
             ) from None
 
 
@@ -87,6 +98,7 @@ def load_project(root: Path | None = None, *, check_paths: bool = True) -> Proje
         result = compile_project(root, file, text)
         compiled = {
             "name": result.name,
+            "data_sources": {n: d.to_json() for n, d in result.data_sources.items()},
             "settings": result.settings,
             "environment_lock": result.environment_lock,
             "pipelines": {n: p.to_json() for n, p in result.pipelines.items()},
@@ -110,6 +122,7 @@ def load_project(root: Path | None = None, *, check_paths: bool = True) -> Proje
         environment_lock=compiled["environment_lock"],
         pipelines=pipelines,
         warnings=problems,
+        data_sources={n: DataSource.from_json(d) for n, d in compiled["data_sources"].items()},
     )
 
 

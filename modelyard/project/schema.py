@@ -19,6 +19,8 @@ from pydantic import (
     model_validator,
 )
 
+from modelyard.pipeline.selection import DEFAULT_INCLUDE, check_pattern, parse_date_prefix
+
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]*$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 ParamType = Literal["str", "int", "float", "bool", "path", "json"]
@@ -189,6 +191,19 @@ StepSpec = Annotated[
 ]
 
 
+class TriggersSpec(_Strict):
+    data: list[Name] = Field(
+        default_factory=list, description="data sources whose new versions start a run"
+    )
+
+    @field_validator("data")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("a data source is listed twice")
+        return value
+
+
 class PipelineSpec(_Strict):
     description: str = ""
     parameters: dict[Name, ParameterSpec] = Field(default_factory=dict)
@@ -199,6 +214,7 @@ class PipelineSpec(_Strict):
         description="module:function building the pipeline in Python (instead of steps)",
     )
     max_parallel: int | None = Field(default=None, ge=1)
+    triggers: TriggersSpec = Field(default_factory=TriggersSpec)
 
     @field_validator("parameters", mode="before")
     @classmethod
@@ -226,8 +242,36 @@ class EnvironmentSpec(_Strict):
     )
 
 
+class DataSourceSpec(_Strict):
+    url: str = Field(description="a folder relative to the project, or an fsspec URL (s3://...)")
+    include: list[str] = Field(default_factory=lambda: list(DEFAULT_INCLUDE))
+    exclude: list[str] = Field(default_factory=list)
+    date_prefix: str | None = Field(
+        default=None, description="dated folders such as YYYY/MM/DD/: only files below them"
+    )
+    storage_options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the url is empty: write a folder of the project or s3://bucket/...")
+        return value
+
+    @field_validator("include", "exclude")
+    @classmethod
+    def _patterns(cls, value: list[str]) -> list[str]:
+        return [check_pattern(p) for p in value]
+
+    @field_validator("date_prefix")
+    @classmethod
+    def _date_prefix(cls, value: str | None) -> str | None:
+        return None if value is None else parse_date_prefix(value).pattern
+
+
 class ProjectSpec(_Strict):
     name: Name | None = None
+    data_sources: dict[Name, DataSourceSpec] = Field(default_factory=dict)
     pipelines: dict[Name, PipelineSpec] = Field(default_factory=dict)
     environment: EnvironmentSpec = Field(default_factory=EnvironmentSpec)
     settings: dict[str, Any] = Field(default_factory=dict)

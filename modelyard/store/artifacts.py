@@ -396,6 +396,11 @@ class ArtifactStore:
         self._require_kind(ref, "dir")
         return list(self._read_tree(ref.digest).files)
 
+    def read_blob(self, digest: str) -> bytes:
+        """The verified bytes of the blob named `digest`, for callers that know only a digest
+        (such as a data version's manifest)."""
+        return self._read_blob(_check_digest(digest))
+
     def _read_blob(self, digest: str) -> bytes:
         try:
             data = self.objects.read_bytes(blob_key(digest))

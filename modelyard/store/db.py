@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from modelyard.errors import DatabaseError, MissingDependency
 
-HEAD_REVISION = "0001"
+HEAD_REVISION = "0002"
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
 

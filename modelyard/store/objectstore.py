@@ -291,13 +291,13 @@ def _protocols(url: str) -> list[str]:
     return protocols
 
 
-def _require_protocol(fsspec: Any, protocol: str, url: str) -> None:
+def _require_protocol(fsspec: Any, protocol: str, url: str, what: str = "artifact store") -> None:
     """Fail early, with an install hint, when a protocol's package is missing."""
     try:
         fsspec.get_filesystem_class(protocol)
     except ImportError as exc:
         package, extra = _PROTOCOL_PACKAGES.get(protocol, (None, None))
-        feature = f"The {protocol}:// artifact store"
+        feature = f"The {protocol}:// {what}"
         if package is not None and extra is not None:
             raise MissingDependency(package, extra, feature) from exc
         raise ConfigError(

@@ -41,6 +41,7 @@ class RunRow:
     owner: str | None
     lease_until: float | None
     cancel_requested: bool
+    data_versions: dict[str, str] | None = None  # source -> manifest digest
 
 
 @dataclass

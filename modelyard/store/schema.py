@@ -6,6 +6,8 @@ JSON columns hold the run's frozen pipeline definition, parameters, outputs and 
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 
 metadata = sa.MetaData(
@@ -29,7 +31,8 @@ runs = sa.Table(
     sa.Column("definition", sa.JSON, nullable=False),
     sa.Column("options", sa.JSON, nullable=False),
     sa.Column("environment_digest", sa.String(80), nullable=False),
-    sa.Column("trigger", sa.String(40), nullable=False, server_default="manual"),
+    # "manual", or e.g. "data:SOURCE@<digest prefix>" (200: room for long source names)
+    sa.Column("trigger", sa.String(200), nullable=False, server_default="manual"),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("started_at", sa.Float),
     sa.Column("finished_at", sa.Float),
@@ -38,6 +41,8 @@ runs = sa.Table(
     sa.Column("owner", sa.String(200)),
     sa.Column("lease_until", sa.Float),
     sa.Column("cancel_requested", sa.Boolean, nullable=False, server_default=sa.false()),
+    # {source: manifest digest}: the data versions the run reads (NULL for runs before 0002)
+    sa.Column("data_versions", sa.JSON),
 )
 
 step_runs = sa.Table(
@@ -135,3 +140,51 @@ events = sa.Table(
     sa.Column("message", sa.Text, nullable=False, server_default=""),
     sa.Index("ix_events_run_id_id", "run_id", "id"),
 )
+
+# A data version: one manifest of a data source. Digests are unique per project and source, so
+# "is this version new?" is one lookup, and two watchers racing on one version insert it once.
+data_versions = sa.Table(
+    "data_versions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("project", sa.String(200), nullable=False),
+    sa.Column("source", sa.String(200), nullable=False),
+    sa.Column("digest", sa.String(80), nullable=False),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("file_count", sa.Integer, nullable=False),
+    sa.Column("total_bytes", sa.BigInteger, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    # the run that first used this version, if any (kept when the run is deleted: NULL)
+    sa.Column("run_id", sa.Integer, sa.ForeignKey("runs.id", ondelete="SET NULL")),
+    sa.UniqueConstraint("project", "source", "digest"),
+)
+
+# What the last snapshot of a location learnt about each file: its fingerprint (local: size,
+# mtime, ctime and inode; remote: ETag and size) and its sha256, so unchanged files are neither
+# re-read nor, on S3, downloaded again. A cache only: losing rows costs time, never correctness.
+data_file_hashes = sa.Table(
+    "data_file_hashes",
+    metadata,
+    sa.Column("location", sa.Text, primary_key=True),
+    sa.Column("path", sa.Text, primary_key=True),
+    sa.Column("fingerprint", sa.String(300), nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+)
+
+
+def compare_column_types(
+    context: Any,
+    inspected_column: Any,
+    metadata_column: Any,
+    inspected_type: Any,
+    metadata_type: Any,
+) -> bool | None:
+    """Alembic's type comparison, except that SQLite's VARCHAR lengths do not count.
+
+    SQLite ignores the length of VARCHAR, so migrations do not rebuild a SQLite table only to
+    change one (a rebuild of `runs` would cascade-delete its steps with foreign keys on).
+    """
+    lengths_only = isinstance(inspected_type, sa.String) and isinstance(metadata_type, sa.String)
+    if context.dialect.name == "sqlite" and lengths_only:
+        return type(inspected_type.as_generic()) is not type(metadata_type.as_generic())
+    return None  # the default comparison

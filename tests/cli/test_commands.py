@@ -22,6 +22,7 @@ RUN_KEYS = {
     "finished_at",
     "duration_s",
     "message",
+    "data",
 }
 STEP_KEYS = {
     "name",

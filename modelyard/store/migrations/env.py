@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from modelyard.store.schema import metadata
+from modelyard.store.schema import compare_column_types, metadata
 
 config = context.config
 connection = config.attributes.get("connection")
@@ -14,7 +14,9 @@ if connection is None:  # pragma: no cover - only when a user runs the alembic C
 
     engine = sa.create_engine(config.get_main_option("sqlalchemy.url") or "")
     with engine.connect() as connection:
-        context.configure(connection=connection, target_metadata=metadata)
+        context.configure(
+            connection=connection, target_metadata=metadata, compare_type=compare_column_types
+        )
         with context.begin_transaction():
             context.run_migrations()
 else:
@@ -22,6 +24,7 @@ else:
         connection=connection,
         target_metadata=metadata,
         render_as_batch=connection.dialect.name == "sqlite",
+        compare_type=compare_column_types,
     )
     with context.begin_transaction():
         context.run_migrations()
