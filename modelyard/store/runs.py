@@ -117,6 +117,21 @@ def list_runs(
     return [_row(RunRow, r) for r in conn.execute(query)]
 
 
+def pipeline_used_data(
+    conn: sa.Connection, project: str, pipeline: str, source: str, digest: str, since: float
+) -> bool:
+    """True if a run of `pipeline` created at or after `since` read `digest` of `source`."""
+    rows = conn.execute(
+        sa.select(t.runs.c.data_versions).where(
+            t.runs.c.project == project,
+            t.runs.c.pipeline == pipeline,
+            t.runs.c.created_at >= since,
+            t.runs.c.data_versions.is_not(None),
+        )
+    )
+    return any((versions or {}).get(source) == digest for (versions,) in rows)
+
+
 def update_run(conn: sa.Connection, run_id: int, **values: Any) -> None:
     conn.execute(t.runs.update().where(t.runs.c.id == run_id).values(**values))
 

@@ -1,8 +1,10 @@
 """Data triggers: snapshots of data sources, their versions, and the watcher that starts runs.
 
 A source's version is the digest of its manifest (`modelyard.store.manifests`). Polling snapshots
-every source that triggers a pipeline; a digest not yet recorded for the project and source is a
-new version, and each pipeline it triggers gets a run reading exactly that version.
+every source that triggers a pipeline; each pipeline it triggers that has not yet run on the
+current version gets a run reading exactly that version. (Asking "has this pipeline run on it?"
+rather than "is the version new?" means a version recorded by `data snapshot`, or by a watcher
+that stopped before starting its runs, still gets trained on.)
 """
 
 from __future__ import annotations
@@ -150,14 +152,16 @@ def poll(
             continue
         result.snapshots[source] = taken
         digest = taken.version.digest
-        if not taken.new:
+        pending = [p for p in pipelines if not _has_run_on(runtime, project, p, taken.version)]
+        if not pending:
             report(f"{source}: unchanged ({_short(digest)})")
             continue
+        what = "new data version" if taken.new else "data version"
         report(
-            f"{source}: new data version {_short(digest)} ({_files(taken.version)}); "
-            f"starting {', '.join(pipelines)}"
+            f"{source}: {what} {_short(digest)} ({_files(taken.version)}); "
+            f"starting {', '.join(pending)}"
         )
-        for pipeline in pipelines:
+        for pipeline in pending:
             options = service.RunOptions(
                 trigger=trigger_text(source, digest), data_versions={source: digest}
             )
@@ -172,6 +176,17 @@ def poll(
             outcome = f"run {run.id} ({pipeline}) {run.status}"
             report(outcome + (f": {run.message}" if run.message else ""))
     return result
+
+
+def _has_run_on(
+    runtime: Runtime, project: Project, pipeline: str, version: dv.DataVersionRow
+) -> bool:
+    from modelyard.store.runs import pipeline_used_data
+
+    with runtime.db.begin() as conn:
+        return pipeline_used_data(
+            conn, project.name, pipeline, version.source, version.digest, version.created_at - 1
+        )
 
 
 def _short(digest: str) -> str:

@@ -60,6 +60,19 @@ def test_poll_runs_each_new_version_once(setup: tuple[Path, Runtime]):
     assert "other" not in third.snapshots
 
 
+def test_a_version_recorded_without_a_run_is_still_trained_on(setup: tuple[Path, Runtime]):
+    """A version known from `data snapshot` (or from a watcher that stopped before starting its
+    runs) has not been trained on yet: the next poll runs the pipeline on it, once."""
+    root, runtime = setup
+    project = load_project(root)
+    known = data.snapshot(runtime, project, LONG)
+    assert known.new
+    started = data.poll(runtime, project)
+    assert [r.pipeline for r in started.runs] == ["train"]
+    assert started.snapshots[LONG].version.digest == known.version.digest
+    assert data.poll(runtime, project).runs == []
+
+
 def test_a_given_version_must_be_recorded_and_belong_to_the_pipeline(
     setup: tuple[Path, Runtime],
 ):
