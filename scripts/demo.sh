@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The end-to-end demo on the embedded defaults (SQLite, local artifact folder, local processes):
-# scenario S1's compute pipeline on the shipped abalone data, then the same run from the cache,
-# then a changed training parameter that re-runs training but not preprocessing.
+# scenario S1's pipeline on the shipped abalone data (registering the model if its gate passes),
+# then the same run from the cache, then a changed training parameter that re-runs training but
+# not preprocessing, then the model registry.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/setup-venv.sh" examples
@@ -10,10 +11,10 @@ cd "$ROOT/examples/abalone"
 echo "== validate the project file"
 modelyard validate
 echo
-echo "== run the pipeline: preprocess -> train -> evaluate -> check (mse <= 6.0)"
+echo "== run the pipeline: preprocess -> train -> evaluate -> register (gate: mse <= 6.0)"
 modelyard run train
 echo
-echo "== run it again: every step comes from the cache"
+echo "== run it again: the compute steps come from the cache; registering is never cached"
 modelyard run train
 echo
 echo "== change a training parameter: train and what follows re-run, preprocess is reused"
@@ -24,5 +25,9 @@ modelyard show "$RUN_ID"
 echo
 echo "== the evaluation step's log"
 modelyard logs "$RUN_ID" evaluate
+echo
+echo "== the model registry"
+modelyard models versions abalone
+modelyard models show abalone
 echo
 echo "Done. Explore with: cd examples/abalone && $ROOT/.venv/bin/modelyard runs"

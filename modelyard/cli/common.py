@@ -40,6 +40,20 @@ def runtime_for(args: argparse.Namespace, project: Project | None = None) -> Run
     return Runtime(Settings.resolve(root, project_settings(root)))
 
 
+def project_name(args: argparse.Namespace) -> str:
+    """The project's name, for commands that only read or decide recorded state: they must keep
+    working while the project file is being edited, so an invalid file falls back to the folder's
+    name (the default name of a project)."""
+    from modelyard.errors import ConfigError
+    from modelyard.project.loader import find_project_root, load_project
+
+    root = find_project_root(project_dir(args))
+    try:
+        return load_project(root, check_paths=False).name
+    except ConfigError:
+        return root.name
+
+
 def add_json_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON (stable fields)")
 

@@ -8,7 +8,15 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modelyard.cli.common import add_json_flag, iso, load, local_time, print_json, table
+from modelyard.cli.common import (
+    add_json_flag,
+    iso,
+    load,
+    local_time,
+    print_json,
+    project_name,
+    table,
+)
 
 if TYPE_CHECKING:
     from modelyard.store.dataversions import DataVersionRow
@@ -86,24 +94,11 @@ def _snapshot(args: argparse.Namespace) -> int:
     return 0
 
 
-def _project_name(args: argparse.Namespace) -> str:
-    """The project's name; these commands only read records, so an invalid file is tolerated."""
-    from modelyard.cli.common import project_dir
-    from modelyard.errors import ConfigError
-    from modelyard.project.loader import find_project_root, load_project
-
-    root = find_project_root(project_dir(args))
-    try:
-        return load_project(root, check_paths=False).name
-    except ConfigError:
-        return root.name
-
-
 def _versions(args: argparse.Namespace) -> int:
     from modelyard.cli.common import runtime_for
     from modelyard.triggers import data
 
-    found = data.list_versions(runtime_for(args), _project_name(args), args.source, args.limit)
+    found = data.list_versions(runtime_for(args), project_name(args), args.source, args.limit)
     if args.json:
         print_json([version_json(v) for v in found])
         return 0
@@ -129,7 +124,7 @@ def _show(args: argparse.Namespace) -> int:
     from modelyard.cli.common import runtime_for
     from modelyard.triggers import data
 
-    detail = data.show_version(runtime_for(args), _project_name(args), args.digest)
+    detail = data.show_version(runtime_for(args), project_name(args), args.digest)
     version, manifest = detail.version, detail.manifest
     if args.json:
         print_json(version_json(version) | {"files": [f.to_json() for f in manifest.files]})

@@ -178,6 +178,9 @@ def run_json(run: RunRow) -> dict[str, Any]:
         "duration_s": duration(run.started_at, run.finished_at),
         "message": run.message,
         "data": run.data_versions or {},
+        "git": None
+        if run.git_commit is None and run.git_branch is None and run.git_dirty is None
+        else {"commit": run.git_commit, "dirty": run.git_dirty, "branch": run.git_branch},
     }
 
 
@@ -260,6 +263,9 @@ def _show(args: argparse.Namespace) -> int:
         print("  params: " + ", ".join(f"{k}={v!r}" for k, v in run.params.items()))
     if run.data_versions:
         print("  data: " + ", ".join(f"{k}@{v[:19]}" for k, v in run.data_versions.items()))
+    if run.git_commit or run.git_branch:
+        dirty = " + uncommitted changes" if run.git_dirty else ""
+        print(f"  git: {(run.git_commit or 'no commit yet')[:12]}{dirty} ({run.git_branch or '-'})")
     if run.message:
         print(f"  {run.message}")
     rows = []

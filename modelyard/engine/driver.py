@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelyard.errors import ExpressionError, ModelyardError, StateConflict
 from modelyard.executors.base import Handle, StepResult, StepTask
@@ -31,6 +31,11 @@ from .planning import plan
 from .preparation import PreparedStep, prepare_step
 from .runtime import Runtime, owner_is_dead, process_identity
 
+if TYPE_CHECKING:
+    # imported where a register step runs: most pipelines have none, and every CLI run pays
+    # for what the driver imports
+    from .registration import PreparedRegistration
+
 Observer = Callable[[str, str | None, str], None]
 CONTROL_POLL_SECONDS = 0.25
 
@@ -39,7 +44,7 @@ CONTROL_POLL_SECONDS = 0.25
 class _InFlight:
     step: str
     attempt_id: int
-    prepared: PreparedStep
+    prepared: PreparedStep | PreparedRegistration
     handle: Handle | None = None
 
 
@@ -183,7 +188,7 @@ class RunDriver:
         if not failed:
             for name in decision.ready:
                 step = self.pipeline.steps[name]
-                if step.is_compute and len(self.in_flight) >= limit:
+                if step.runs_a_process and len(self.in_flight) >= limit:
                     break
                 if name in self.in_flight:
                     continue
@@ -217,6 +222,8 @@ class RunDriver:
             self._run_fail(run, step, steps)
         elif step.kind == "approval":
             self._open_approval(step, row)
+        elif step.kind == "register":
+            self._start_register(run, step, steps)
         else:
             self._start_compute(run, step, steps)
 
@@ -303,6 +310,31 @@ class RunDriver:
         no_cache = run.options.get("no_cache") or step.name in run.options.get("no_cache_steps", [])
         if step.cache and not no_cache and self._try_cache(run, row, prepared.cache_key):
             return
+        self._launch(row, step, prepared)
+
+    def _start_register(self, run: db.RunRow, step: Step, steps: dict[str, db.StepRow]) -> None:
+        """Check the gate first (a refused version costs no packaging), then package in a child
+        process; the version is recorded when that attempt completes (`_complete`)."""
+        from .registration import not_registered, prepare_registration
+
+        row = steps[step.name]
+        assert step.registration is not None
+        try:
+            prepared = prepare_registration(self.runtime, run, step, steps)
+            report = prepared.check_gate()
+        except ModelyardError as exc:
+            self._finish_step(row, db.FAILED, str(exc))
+            return
+        if not report.passed:
+            values = not_registered(step.registration, report.reason)
+            self._finish_step(row, db.SUCCEEDED, f"not registered: {report.reason}", values=values)
+            return
+        self._launch(row, step, prepared)
+
+    def _launch(
+        self, row: db.StepRow, step: Step, prepared: PreparedStep | PreparedRegistration
+    ) -> None:
+        """Record a new attempt of the step and start it on its executor."""
         number = row.attempts + 1
         try:
             task = prepared.task_for_attempt(self.runtime.settings, number)
@@ -425,11 +457,21 @@ class RunDriver:
                 error=error,
                 log_digest=finished.log_digest,
             )
+            values, message, retryable = result.values, None, True
+            if ok and step.kind == "register":
+                assert finished.stored is not None
+                assert not isinstance(flight.prepared, PreparedStep)
+                values, message, registration_error = self._record_version(
+                    conn, flight.prepared, finished.stored, result.values
+                )
+                if registration_error is not None:  # packaging again would not change it
+                    ok, error, retryable = False, registration_error, False
             if ok:
                 assert finished.stored is not None
                 refs = list(finished.stored.values())
                 db.record_artifacts(conn, refs)
-                if step.cache:
+                if step.cache and step.kind != "register":  # a registration is never reused
+                    assert flight.prepared.cache_key is not None
                     db.put_cache_entry(
                         conn,
                         flight.prepared.cache_key,
@@ -443,16 +485,16 @@ class RunDriver:
                     row.id,
                     status=db.SUCCEEDED,
                     outputs=finished.stored,
-                    values=result.values,
+                    values=values,
                     finished_at=now,
-                    message=None,
+                    message=message,
                 )
-                db.add_event(conn, self.run_id, "step-succeeded", "", task.step)
+                db.add_event(conn, self.run_id, "step-succeeded", message or "", task.step)
             elif result.cancelled:
                 db.update_step(conn, row.id, status=db.CANCELLED, message=error, finished_at=now)
             else:
                 failures = row.failures + 1
-                if failures <= step.retry.max:
+                if failures <= step.retry.max and retryable:
                     delay = step.retry.delay(failures)
                     db.update_step(
                         conn,
@@ -476,8 +518,60 @@ class RunDriver:
         if not self.runtime.settings.keep_workdirs and ok:
             shutil.rmtree(task.workdir, ignore_errors=True)
         kind = "step-succeeded" if ok else "step-cancelled" if result.cancelled else "step-failed"
-        retrying = not ok and not result.cancelled and row.failures + 1 <= step.retry.max
-        self._notify("step-retrying" if retrying else kind, task.step, error or "")
+        retrying = (
+            not ok and not result.cancelled and retryable and row.failures + 1 <= step.retry.max
+        )
+        self._notify("step-retrying" if retrying else kind, task.step, message or error or "")
+
+    def _record_version(
+        self,
+        conn: Any,
+        prepared: PreparedRegistration,
+        stored: dict[str, dict[str, Any]],
+        values: dict[str, Any],
+    ) -> tuple[dict[str, Any], str, str | None]:
+        """Record the packaged version in the step's completing transaction: (values, message,
+        error). The gate is checked again there, against the champion of that moment."""
+        from modelyard.pipeline.model import REGISTER_OUTPUT
+        from modelyard.registry.service import Candidate, record_version
+
+        from .registration import not_registered, registered
+
+        registration = prepared.registration
+        package = stored[REGISTER_OUTPUT]
+        info = values.get(REGISTER_OUTPUT) or {}
+        flavors = [f for f in info.get("flavors", []) if f != "python_function"]
+        candidate = Candidate(
+            project=prepared.run.project,
+            model=registration.model,
+            description=registration.description,
+            package_digest=package["digest"],
+            package_size=int(package["size"]),
+            flavor=(flavors or ["python_function"])[0],
+            signature=info.get("signature"),
+            metrics=prepared.metrics,
+            params=prepared.params,
+            lineage=prepared.lineage,
+            tags=prepared.tags,
+            approval_status=registration.approval_status,
+            rules=tuple(prepared.rules),
+            alias=registration.alias_on_register,
+            actor=prepared.actor,
+            run_id=prepared.run.id,
+        )
+        try:
+            with conn.begin_nested():  # a refused registration leaves no partial rows behind
+                outcome = record_version(conn, candidate)
+        except ModelyardError as exc:
+            return {}, "", f"registering failed: {exc}"
+        if outcome.version is None:
+            message = f"not registered: {outcome.reason}"
+            return not_registered(registration, outcome.reason), message, None
+        number = outcome.version.version
+        message = f"registered {registration.model}/{number} ({registration.approval_status})"
+        if registration.alias_on_register:
+            message += f", alias {registration.alias_on_register}"
+        return registered(registration, number, package["digest"]), message, None
 
     def _finish_step(self, row: db.StepRow, status: str, message: str, **values: Any) -> None:
         now = time.time()
@@ -510,8 +604,11 @@ class RunDriver:
             else:
                 status = db.SUCCEEDED
                 skipped = [s.name for s in steps.values() if s.status == db.SKIPPED]
-                message = ("skipped: " + ", ".join(skipped)) if skipped else ""
-                message += _condition_summary(steps, skipped)
+                summary = ("skipped: " + ", ".join(skipped)) if skipped else ""
+                summary += _condition_summary(steps, skipped)
+                # what the run registered, or why not ("not registered: mse 6.4 > 6.0") first
+                parts = [*_registration_summary(steps), summary]
+                message = "; ".join(part for part in parts if part)
             done = status in db.RUN_DONE
             db.update_run(
                 conn,
@@ -572,6 +669,15 @@ def mark_cancelled(runtime: Runtime, run_id: int) -> None:
                 db.update_step(conn, row.id, status=db.CANCELLED, finished_at=now)
         db.update_run(conn, run_id, status=db.CANCELLED, finished_at=now, message="cancelled")
         db.add_event(conn, run_id, "run-cancelled", "cancelled")
+
+
+def _registration_summary(steps: dict[str, db.StepRow]) -> list[str]:
+    done = [
+        s for s in steps.values() if s.kind == "register" and s.status == db.SUCCEEDED and s.message
+    ]
+    if len(done) == 1:
+        return [str(done[0].message)]
+    return [f"{s.name}: {s.message}" for s in done]
 
 
 def _condition_summary(steps: dict[str, db.StepRow], skipped: list[str]) -> str:

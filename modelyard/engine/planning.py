@@ -55,7 +55,16 @@ def _skip_reason(
             chosen = "then" if result else "else"
             if chosen != gate.branch:
                 return f"condition '{gate.condition}' was {str(result).lower()}"
+    deciding = dag.pipeline.steps[name].kind == "condition"
     for dep in sorted(dag.dependencies[name]):
         if status.get(dep) == SKIPPED:
             return f"'{dep}' was skipped"
+        # A gate that refused the version ends that branch cleanly: approving or deploying
+        # nothing makes no sense. Conditions still run, so a run can branch on `registered`.
+        if not deciding and status.get(dep) == SUCCEEDED and _registered_nothing(steps[dep]):
+            return f"'{dep}' registered no version"
     return None
+
+
+def _registered_nothing(row: StepRow) -> bool:
+    return row.kind == "register" and (row.values or {}).get("registered") is False

@@ -173,8 +173,7 @@ def prepare_step(
     context = expression_context(run, steps)
     root = Path(run.project_dir)
     inputs = {
-        name: _resolve_input(runtime, run, root, context, name, v)
-        for name, v in step.inputs.items()
+        name: resolve_input(runtime, run, root, context, name, v) for name, v in step.inputs.items()
     }
     try:
         params = {
@@ -228,7 +227,7 @@ def _resolve_data(runtime: Runtime, run: db.RunRow, name: str, handle: DataHandl
     return ResolvedInput(ref, None, DataInput(DataSource.from_json(definition), manifest))
 
 
-def _resolve_input(
+def resolve_input(
     runtime: Runtime,
     run: db.RunRow,
     root: Path,

@@ -63,9 +63,13 @@ def create_run(
         )
     params = resolve_params(pipeline, overrides or {})
     data_versions = _data_versions(runtime, project, pipeline, options.data_versions)
+    from modelyard.project.gitinfo import git_state
+
     from .environment import environment_digest
 
     env_digest = environment_digest(project.root, project.environment_lock)
+    # the code's state now, before any step runs: a registered model's lineage names it
+    git = git_state(project.root)
     with runtime.db.begin() as conn:
         run_id = db.insert_run(
             conn,
@@ -79,6 +83,9 @@ def create_run(
             environment_digest=env_digest,
             trigger=options.trigger,
             data_versions=data_versions or None,
+            git_commit=git.commit if git else None,
+            git_dirty=git.dirty if git else None,
+            git_branch=git.branch if git else None,
         )
         if data_versions:
             from modelyard.store import dataversions

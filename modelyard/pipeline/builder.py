@@ -27,10 +27,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from modelyard.pipeline.model import Parameter, Pipeline, Retry, Step
+from modelyard.pipeline.model import (
+    REGISTER_OUTPUT,
+    REGISTER_VALUES,
+    Parameter,
+    Pipeline,
+    Retry,
+    Step,
+)
 from modelyard.pipeline.params import infer_type
+
+if TYPE_CHECKING:
+    from modelyard.pipeline.registration import GateRule, PackageFile
 
 F = TypeVar("F", bound=Callable[..., Any])
 STEP_ATTRIBUTE = "__modelyard_step__"
@@ -273,6 +283,64 @@ class PipelineBuilder:
                 after=_names(after),
             )
         )
+
+    def register(
+        self,
+        name: str,
+        model: str,
+        *,
+        preprocessor: str | PackageFile | None = None,
+        booster: str | PackageFile | None = None,
+        mlflow_model: str | None = None,
+        columns: Iterable[str] | None = None,
+        input_example: Any = None,
+        requirements: Iterable[str] = (),
+        metrics: Mapping[str, Any] | None = None,
+        params: Mapping[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None,
+        approval_status: str = "pending",
+        gate: Iterable[GateRule | Mapping[str, Any]] = (),
+        alias_on_register: str | None = None,
+        description: str = "",
+        retries: int = 0,
+        timeout: float | None = None,
+        after: Iterable[str | StepHandle] = (),
+    ) -> StepHandle:
+        """Add a `register` step: package `preprocessor` + `booster` (or take `mlflow_model`),
+        check the `gate` rules on `metrics`, and record a version of `model`."""
+        from modelyard.pipeline.registration import GateRule, PackageFile, Registration
+
+        def package_file(value: str | PackageFile | None) -> PackageFile | None:
+            return PackageFile(value) if isinstance(value, str) else value
+
+        registration = Registration(
+            model=model,
+            description=description,
+            preprocessor=package_file(preprocessor),
+            booster=package_file(booster),
+            columns=tuple(columns) if columns is not None else None,
+            input_example=input_example,
+            requirements=tuple(requirements),
+            mlflow_model=mlflow_model,
+            metrics=dict(metrics or {}),
+            params=dict(params or {}),
+            tags=dict(tags or {}),
+            approval_status=approval_status,
+            gate=tuple(r if isinstance(r, GateRule) else GateRule(**r) for r in gate),
+            alias_on_register=alias_on_register,
+        )
+        self._add(
+            Step(
+                name=name,
+                kind="register",
+                registration=registration,
+                retry=Retry(max=retries),
+                timeout=timeout,
+                cache=False,
+                after=_names(after),
+            )
+        )
+        return StepHandle(name, (REGISTER_OUTPUT,), REGISTER_VALUES)
 
     def _add(self, new: Step) -> StepHandle:
         if new.name in self.steps:

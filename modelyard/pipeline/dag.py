@@ -27,6 +27,9 @@ def step_expressions(step: Step) -> Iterator[tuple[str, Expression]]:
         if value:
             for expression in expressions_in(value):
                 yield name, expression
+    if step.registration is not None:
+        for expression in expressions_in(list(step.registration.templated().values())):
+            yield "register", expression
     if step.condition is not None:
         yield "condition", Expression.parse(step.condition)
 

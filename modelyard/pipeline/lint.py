@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from modelyard.errors import ExpressionError
 from modelyard.pipeline.dag import Dag, step_expressions
 from modelyard.pipeline.expressions import Expression
-from modelyard.pipeline.model import Parameter, Pipeline, Step
+from modelyard.pipeline.model import REGISTER_OUTPUT, REGISTER_VALUES, Parameter, Pipeline, Step
 from modelyard.pipeline.params import check_choice, coerce
 from modelyard.pipeline.templates import has_templates, whole_template
+
+if TYPE_CHECKING:
+    from modelyard.pipeline.registration import Registration
 
 # Names an expression may start with, per field of a step.
 _ROOTS = {
@@ -22,7 +25,10 @@ _ROOTS = {
     "fail": {"params", "steps", "run"},
     "approval": {"params", "steps", "run"},
     "condition": {"params", "steps", "run"},
+    "register": {"params", "steps", "run"},
 }
+# Alias names that would make a model reference ambiguous: `NAME@latest` is the newest version.
+RESERVED_ALIASES = frozenset({"latest"})
 RUN_ATTRIBUTES = ("id", "pipeline", "project")
 
 
@@ -112,6 +118,8 @@ def _lint_step(
         issues.extend(
             _lint_expression(pipeline, step, field, expression, used_outputs, data_sources)
         )
+    if step.registration is not None:
+        issues.extend(_lint_registration(step, step.registration))
     for name, value in step.inputs.items():
         if has_templates(value) and whole_template(value) is None:
             issues.append(
@@ -212,14 +220,137 @@ def _lint_step_reference(
         ]
     member = str(ref[3])
     if ref[2] == "outputs":
-        if member not in target.outputs:
-            return [_unknown_member("output", member, target_name, target.outputs, path)]
+        outputs = target.outputs if target.kind != "register" else (REGISTER_OUTPUT,)
+        if member not in outputs:
+            return [_unknown_member("output", member, target_name, outputs, path)]
         used_outputs.add((target_name, member))
         return []
-    available = target.values if target.kind != "condition" else ("result",)
+    available = {"condition": ("result",), "register": REGISTER_VALUES}.get(
+        target.kind, target.values
+    )
     if member not in available:
         return [_unknown_member("value", member, target_name, available, path)]
     return []
+
+
+# Where each package source is written in the project file, below the step.
+_PACKAGE_KEYS = {
+    "preprocessor": ("register", "package", "preprocessor"),
+    "booster": ("register", "package", "model"),
+    "mlflow_model": ("register", "mlflow_model"),
+}
+
+
+def _lint_registration(step: Step, registration: Registration) -> list[LintIssue]:
+    from modelyard.registry.gates import known_direction
+
+    issues = []
+    here = ("steps", step.name)
+    pipeline_package = registration.preprocessor is not None or registration.booster is not None
+    if pipeline_package == (registration.mlflow_model is not None) or (
+        pipeline_package and (registration.preprocessor is None or registration.booster is None)
+    ):
+        issues.append(
+            LintIssue(
+                "error",
+                (*here, "register"),
+                f"register step '{step.name}' needs either `package:` with a preprocessor and a "
+                "model, or `mlflow_model:`",
+                "give package: {preprocessor: ${{ steps.S.outputs.O }}, model: ...}, or "
+                "mlflow_model: ${{ steps.S.outputs.O }} (a folder that is an MLflow model)",
+            )
+        )
+    for key, source in registration.package_sources().items():
+        path = (*here, *_PACKAGE_KEYS[key])
+        expression = whole_template(source) if has_templates(source) else None
+        if has_templates(source) and expression is None:
+            issues.append(
+                LintIssue(
+                    "error",
+                    path,
+                    f"'{source}' mixes text and a reference",
+                    "write one reference such as ${{ steps.train.outputs.model }}, or a path "
+                    "relative to the project folder",
+                )
+            )
+            continue
+        ref = expression.simple_reference() if expression is not None else None
+        if expression is not None and (
+            ref is None or len(ref) != 4 or ref[0] != "steps" or ref[2] != "outputs"
+        ):
+            issues.append(
+                LintIssue(
+                    "error",
+                    path,
+                    f"'{expression.text}' is not a step output",
+                    "refer to an output folder: ${{ steps.STEP.outputs.NAME }}",
+                )
+            )
+    if registration.approval_status not in ("pending", "approved"):
+        issues.append(
+            LintIssue(
+                "error",
+                (*here, "register", "approval_status"),
+                f"approval_status '{registration.approval_status}' is not pending or approved",
+                "a new version is pending (default) or approved; people reject versions later",
+            )
+        )
+    alias = registration.alias_on_register
+    if alias is not None and alias in RESERVED_ALIASES:
+        issues.append(
+            LintIssue(
+                "error",
+                (*here, "register", "alias_on_register"),
+                f"'{alias}' cannot be an alias: NAME@{alias} means the newest version",
+                "choose another alias name, such as champion or candidate",
+            )
+        )
+    for index, rule in enumerate(registration.gate):
+        rule_path: tuple[str | int, ...] = (*here, "register", "gate", index)
+        if rule.metric not in registration.metrics:
+            known = ", ".join(registration.metrics) or "(none declared)"
+            issues.append(
+                LintIssue(
+                    "error",
+                    rule_path,
+                    f"gate rule on metric '{rule.metric}', which the step does not declare",
+                    f"add it under metrics:, or use one of: {known}",
+                )
+            )
+        thresholds = rule.min is not None or rule.max is not None
+        if thresholds == (rule.better_than is not None):
+            issues.append(
+                LintIssue(
+                    "error",
+                    rule_path,
+                    f"gate rule on '{rule.metric}' needs either min/max or better_than",
+                    "write e.g. {metric: mse, max: 6.0} or "
+                    "{metric: mse, better_than: champion, direction: lower}",
+                )
+            )
+        if rule.direction is not None and rule.direction not in ("lower", "higher"):
+            issues.append(
+                LintIssue(
+                    "error",
+                    rule_path,
+                    f"direction '{rule.direction}' is not lower or higher",
+                    "say which values of the metric are better: lower or higher",
+                )
+            )
+        elif (
+            rule.better_than is not None
+            and rule.direction is None
+            and known_direction(rule.metric) is None
+        ):
+            issues.append(
+                LintIssue(
+                    "error",
+                    rule_path,
+                    f"gate rule: is a lower or a higher '{rule.metric}' better?",
+                    "add direction: lower or direction: higher",
+                )
+            )
+    return issues
 
 
 def _lint_gates(pipeline: Pipeline, dag: Dag) -> list[LintIssue]:

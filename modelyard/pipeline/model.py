@@ -7,10 +7,20 @@ was started with and any process can advance it without re-reading the project f
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-StepKind = Literal["run", "python", "condition", "fail", "approval"]
+if TYPE_CHECKING:
+    # its own module, imported only where a register step is built or read: every command
+    # imports this one, and each frozen dataclass costs about a millisecond to create
+    from modelyard.pipeline.registration import Registration
+
+StepKind = Literal["run", "python", "condition", "fail", "approval", "register"]
 COMPUTE_KINDS = frozenset({"run", "python"})
+# The values every register step produces (null where they do not apply), so later steps and
+# conditions can refer to them: `${{ steps.register.values.version }}`.
+REGISTER_VALUES = ("registered", "model", "version", "package_digest", "reason")
+# The output of a register step: the model package it stored (a dir artifact).
+REGISTER_OUTPUT = "package"
 
 
 @dataclass(frozen=True)
@@ -66,10 +76,17 @@ class Step:
     # fail and approval
     message: str = ""
     approval_timeout: float | None = None
+    # register
+    registration: Registration | None = None
 
     @property
     def is_compute(self) -> bool:
         return self.kind in COMPUTE_KINDS
+
+    @property
+    def runs_a_process(self) -> bool:
+        """Whether an attempt of the step is a process (counted against `max_parallel`)."""
+        return self.is_compute or self.kind == "register"
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -84,6 +101,10 @@ class Step:
             values["command"] = tuple(values["command"])
         if "retry" in values:
             values["retry"] = Retry(**values["retry"])
+        if values.get("registration") is not None:
+            from modelyard.pipeline.registration import Registration
+
+            values["registration"] = Registration.from_json(values["registration"])
         return cls(**values)
 
 

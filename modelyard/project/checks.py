@@ -39,6 +39,18 @@ def check_files(pipeline: Pipeline, root: Path) -> list[LintIssue]:
                         "list files or folders relative to the project folder",
                     )
                 )
+        if step.registration is not None:
+            for key, source in step.registration.package_sources().items():
+                if not has_templates(source) and not (root / source).exists():
+                    issues.append(
+                        LintIssue(
+                            "error",
+                            (*here, "register"),
+                            f"{key} '{source}' of register step '{step.name}' does not exist",
+                            "paths are relative to the project folder; or refer to a step "
+                            "output: ${{ steps.STEP.outputs.NAME }}",
+                        )
+                    )
         if step.kind == "run":
             issues.extend(_check_scripts(step, root))
         if step.kind == "python":

@@ -16,6 +16,7 @@ from modelyard.pipeline.dag import referenced_data
 from modelyard.pipeline.lint import lint_pipeline
 from modelyard.pipeline.model import DataSource, Parameter, Pipeline, Retry, Step
 from modelyard.pipeline.params import infer_type
+from modelyard.pipeline.registration import GateRule, PackageFile, Registration
 from modelyard.project import schema
 from modelyard.project.problems import Problem, ProjectInvalid, locate_issue
 from modelyard.project.yamlsource import YamlSource, load_yaml
@@ -196,12 +197,57 @@ def _compile_step(name: str, spec: Any) -> Step:
         )
     if isinstance(spec, schema.FailStepSpec):
         return Step(kind="fail", message=spec.fail, **common)
+    if isinstance(spec, schema.RegisterStepSpec):
+        return Step(
+            kind="register",
+            registration=_compile_registration(spec.register_),
+            retry=Retry(**spec.retries.model_dump()),
+            timeout=spec.timeout,
+            cache=False,  # registering is a side effect: never taken from the cache
+            **common,
+        )
     assert isinstance(spec, schema.ApprovalStepSpec)
     return Step(
         kind="approval",
         message=spec.approval.message,
         approval_timeout=spec.approval.timeout,
         **common,
+    )
+
+
+def _compile_registration(spec: schema.RegisterBody) -> Registration:
+    package = spec.package
+
+    def package_file(value: str | schema.PackageFileSpec) -> PackageFile:
+        if isinstance(value, str):
+            return PackageFile(value)
+        return PackageFile(value.output, value.file)
+
+    return Registration(
+        model=spec.model,
+        description=spec.description,
+        preprocessor=package_file(package.preprocessor) if package else None,
+        booster=package_file(package.model) if package else None,
+        columns=tuple(package.columns) if package and package.columns is not None else None,
+        input_example=package.input_example if package else None,
+        requirements=tuple(package.requirements) if package else (),
+        mlflow_model=spec.mlflow_model,
+        metrics=dict(spec.metrics),
+        params=dict(spec.params),
+        tags=dict(spec.tags),
+        approval_status=spec.approval_status,
+        gate=tuple(
+            GateRule(
+                metric=r.metric,
+                min=r.min,
+                max=r.max,
+                better_than=r.better_than,
+                direction=r.direction,
+                margin=r.margin,
+            )
+            for r in spec.gate
+        ),
+        alias_on_register=spec.alias_on_register,
     )
 
 
@@ -213,8 +259,7 @@ def _locate_validation_error(source: YamlSource, error: Any) -> Problem:
     # pydantic puts the discriminator tag of a step into the location: drop it
     if len(loc) >= 5 and loc[0] == "pipelines" and loc[2] == "steps" and loc[4] in _STEP_TAGS:
         del loc[4]
-    if loc and loc[-1] == "else_":
-        loc[-1] = "else"
+    loc = [{"else_": "else", "register_": "register"}.get(p, p) for p in loc]
     path = tuple(p for p in loc if isinstance(p, str | int))
     key = ".".join(str(p) for p in path) or "(top level)"
     kind = error["type"]

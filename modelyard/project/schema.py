@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
@@ -167,7 +168,104 @@ class ApprovalStepSpec(_StepBase):
         return value
 
 
-STEP_KINDS = ("run", "python", "condition", "fail", "approval")
+class PackageFileSpec(_Strict):
+    output: str = Field(description="${{ steps.S.outputs.O }} or a project path")
+    file: str | None = Field(default=None, description="the file inside the folder")
+
+
+PackageFileValue = str | PackageFileSpec
+
+
+class PackageSpec(_Strict):
+    """An inference pipeline: the fitted preprocessor, then the XGBoost model."""
+
+    preprocessor: PackageFileValue
+    model: PackageFileValue
+    columns: list[str] | None = Field(default=None, description="the raw input columns, in order")
+    input_example: str | list[Any] | None = None
+    requirements: list[str] = Field(default_factory=list)
+
+    @field_validator("columns")
+    @classmethod
+    def _columns(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and (not value or len(set(value)) != len(value)):
+            raise ValueError("columns must be distinct and not empty")
+        return value
+
+
+def _number_or_reference(value: Any) -> Any:
+    if isinstance(value, str) and "${{" not in value:
+        raise ValueError(f"'{value}' is neither a number nor a ${{{{ }}}} reference")
+    if isinstance(value, bool):
+        raise ValueError("expected a number or a ${{ }} reference, not true/false")
+    return value
+
+
+# a number, or a ${{ }} reference to one (rendered when the step runs)
+Number = Annotated[float | str, BeforeValidator(_number_or_reference)]
+
+
+class GateRuleSpec(_Strict):
+    metric: Name
+    min: Number | None = None
+    max: Number | None = None
+    better_than: Name | None = Field(default=None, description="an alias of the model")
+    direction: Literal["lower", "higher"] | None = None
+    margin: Number = 0.0
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> GateRuleSpec:
+        thresholds = self.min is not None or self.max is not None
+        if thresholds == (self.better_than is not None):
+            raise ValueError(
+                "a gate rule has either min/max (thresholds) or better_than (an alias)"
+            )
+        return self
+
+
+class RegisterBody(_Strict):
+    model: Name = Field(description="the registry model's name")
+    description: str = ""
+    package: PackageSpec | None = None
+    mlflow_model: str | None = Field(default=None, description="a folder that is an MLflow model")
+    metrics: dict[Name, Number] = Field(default_factory=dict)
+    params: dict[Name, Any] = Field(default_factory=dict)
+    tags: dict[str, str] = Field(default_factory=dict)
+    approval_status: Literal["pending", "approved"] = "pending"
+    gate: list[GateRuleSpec] = Field(default_factory=list)
+    alias_on_register: Name | None = None
+
+    @model_validator(mode="after")
+    def _one_package(self) -> RegisterBody:
+        if (self.package is None) == (self.mlflow_model is None):
+            raise ValueError(
+                "give either `package:` (preprocessor and model) or `mlflow_model:`, not both"
+                if self.package is not None
+                else "give either `package:` (preprocessor and model) or `mlflow_model:`"
+            )
+        return self
+
+
+class RegisterStepSpec(_StepBase):
+    # `register_`: pydantic models are ABCs, whose `register` must not be shadowed
+    register_: RegisterBody = Field(alias="register")
+    retries: RetrySpec = Field(default_factory=RetrySpec)
+    timeout: Duration | None = None
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _timeout(cls, value: Any) -> float | None:
+        return None if value is None else parse_duration(value)
+
+    @field_validator("retries", mode="before")
+    @classmethod
+    def _retries(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return {"max": value}
+        return value
+
+
+STEP_KINDS = ("run", "python", "condition", "fail", "approval", "register")
 
 
 def _step_kind(value: Any) -> str | None:
@@ -182,7 +280,8 @@ StepSpec = Annotated[
     | Annotated[PythonStepSpec, Tag("python")]
     | Annotated[ConditionStepSpec, Tag("condition")]
     | Annotated[FailStepSpec, Tag("fail")]
-    | Annotated[ApprovalStepSpec, Tag("approval")],
+    | Annotated[ApprovalStepSpec, Tag("approval")]
+    | Annotated[RegisterStepSpec, Tag("register")],
     Discriminator(
         _step_kind,
         custom_error_type="step_kind",

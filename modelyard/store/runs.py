@@ -42,6 +42,9 @@ class RunRow:
     lease_until: float | None
     cancel_requested: bool
     data_versions: dict[str, str] | None = None  # source -> manifest digest
+    git_commit: str | None = None  # the project's git state at creation (None: not a repo)
+    git_dirty: bool | None = None
+    git_branch: str | None = None
 
 
 @dataclass

@@ -43,6 +43,10 @@ runs = sa.Table(
     sa.Column("cancel_requested", sa.Boolean, nullable=False, server_default=sa.false()),
     # {source: manifest digest}: the data versions the run reads (NULL for runs before 0002)
     sa.Column("data_versions", sa.JSON),
+    # the project's git state when the run was created (all NULL: not a git repo, or before 0003)
+    sa.Column("git_commit", sa.String(64)),
+    sa.Column("git_dirty", sa.Boolean),  # NULL: unknown (no git binary to compare the tree)
+    sa.Column("git_branch", sa.String(200)),
 )
 
 step_runs = sa.Table(
@@ -170,6 +174,18 @@ data_file_hashes = sa.Table(
     sa.Column("fingerprint", sa.String(300), nullable=False),
     sa.Column("sha256", sa.String(64), nullable=False),
 )
+
+
+def complete_metadata() -> sa.MetaData:
+    """`metadata` with every table of modelyard, for Alembic's comparisons.
+
+    The tables of subsystems that most commands never touch (the model registry) are defined in
+    their own modules, so that creating them (a few milliseconds) is paid only by the commands
+    that use them; this imports those modules so that the metadata is complete.
+    """
+    import modelyard.store.registry_schema  # noqa: F401  (registers its tables)
+
+    return metadata
 
 
 def compare_column_types(

@@ -23,6 +23,7 @@ RUN_KEYS = {
     "duration_s",
     "message",
     "data",
+    "git",
 }
 STEP_KEYS = {
     "name",

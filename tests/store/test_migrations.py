@@ -15,6 +15,8 @@ from modelyard.store import runs as db
 from modelyard.store import schema as t
 from modelyard.store.db import _MIGRATIONS, HEAD_REVISION, Database, _create_engine
 
+REGISTRY_TABLES = {"models", "model_versions", "model_aliases", "model_events"}
+
 
 def migrate(engine: sa.Engine, revision: str, *, down: bool = False) -> None:
     config = Config()
@@ -27,7 +29,7 @@ def migrate(engine: sa.Engine, revision: str, *, down: bool = False) -> None:
 def differences(database: Database) -> list[object]:
     with database.engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"compare_type": t.compare_column_types})
-        return list(compare_metadata(context, t.metadata))
+        return list(compare_metadata(context, t.complete_metadata()))
 
 
 def insert_old_run(engine: sa.Engine) -> int:
@@ -64,7 +66,7 @@ def test_upgrading_from_0001_keeps_the_runs(database_url: str):
 
     database = Database(database_url)  # migrates to the head on first use
     try:
-        assert database.current_revision() == HEAD_REVISION == "0002"
+        assert database.current_revision() == HEAD_REVISION == "0003"
         with database.begin() as conn:
             run = db.get_run(conn, run_id)
             steps = db.get_steps(conn, run_id)
@@ -74,12 +76,39 @@ def test_upgrading_from_0001_keeps_the_runs(database_url: str):
         assert (run.status, run.params, run.data_versions) == ("succeeded", {"depth": 3}, None)
         assert [s.status for s in steps.values()] == ["pending"]
         assert len(attempts) == 1 and len(events) == 2  # nothing was cascade-deleted
-        assert {"data_versions", "data_file_hashes"} <= tables
+        assert {"data_versions", "data_file_hashes", *REGISTRY_TABLES} <= tables
         # a trigger longer than 0001's 40 characters fits
         trigger = "data:" + "s" * 60 + "@0123456789ab"
         with database.begin() as conn:
             db.update_run(conn, run_id, trigger=trigger, data_versions={"s": "sha256:1"})
             assert db.get_run(conn, run_id).trigger == trigger
+        assert differences(database) == []
+    finally:
+        database.dispose()
+
+
+def test_upgrading_from_0002_adds_the_registry_and_keeps_the_runs(database_url: str):
+    engine = _create_engine(database_url)
+    migrate(engine, "0002")
+    run_id = insert_old_run(engine)
+    with engine.begin() as conn:
+        db.update_run(conn, run_id, data_versions={"abalone": "sha256:1"})
+    engine.dispose()
+
+    database = Database(database_url)
+    try:
+        assert database.current_revision() == "0003"
+        with database.begin() as conn:
+            run = db.get_run(conn, run_id)
+            steps = db.get_steps(conn, run_id)
+            tables = set(sa.inspect(conn).get_table_names())
+        assert run.data_versions == {"abalone": "sha256:1"}
+        assert (run.git_commit, run.git_dirty, run.git_branch) == (None, None, None)
+        assert list(steps) == ["prepare"]  # the new columns did not rebuild (and empty) `runs`
+        assert tables >= REGISTRY_TABLES
+        with database.begin() as conn:
+            db.update_run(conn, run_id, git_commit="a" * 40, git_dirty=True, git_branch="main")
+            assert db.get_run(conn, run_id).git_dirty is True
         assert differences(database) == []
     finally:
         database.dispose()
@@ -92,7 +121,9 @@ def test_the_migration_goes_down_and_up_again(database_url: str):
         migrate(database.engine, "0001", down=True)
         assert database.current_revision() == "0001"
         with database.engine.connect() as conn:
-            assert "data_versions" not in sa.inspect(conn).get_table_names()
+            tables = set(sa.inspect(conn).get_table_names())
+        assert "data_versions" not in tables
+        assert not REGISTRY_TABLES & tables
         migrate(database.engine, "head")
         with database.begin() as conn:
             assert db.get_run(conn, run_id).status == "succeeded"

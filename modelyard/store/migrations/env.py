@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from alembic import context
 
-from modelyard.store.schema import compare_column_types, metadata
+from modelyard.store.schema import compare_column_types, complete_metadata
+
+metadata = complete_metadata()
 
 config = context.config
 connection = config.attributes.get("connection")
