@@ -38,6 +38,7 @@ __all__ = [
     "TreeEntry",
     "blob_key",
     "canonical_json",
+    "check_relpath",
     "digest_bytes",
     "digest_file",
 ]
@@ -186,7 +187,7 @@ class _Tree:
         for item in files:
             try:
                 entry = TreeEntry(
-                    path=_check_relpath(item["path"]),
+                    path=check_relpath(item["path"]),
                     digest=_check_digest(item["digest"]),
                     size=item["size"],
                     executable=item["executable"],
@@ -198,13 +199,14 @@ class _Tree:
                 raise bad(f"bad file entry {item!r}")
             entries.append(entry)
         try:
-            dir_paths = tuple(_check_relpath(d) for d in dirs)
+            dir_paths = tuple(check_relpath(d) for d in dirs)
         except (TypeError, ValueError) as exc:
             raise bad(f"bad dirs {dirs!r}") from exc
         return cls(tuple(entries), dir_paths)
 
 
-def _check_relpath(path: object) -> str:
+def check_relpath(path: object) -> str:
+    """A POSIX path relative to a tree root, refused if it could point outside the tree."""
     if not isinstance(path, str):
         raise TypeError(f"path must be a string, not {type(path).__name__}")
     parts = path.split("/")

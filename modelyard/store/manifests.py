@@ -35,8 +35,8 @@ from modelyard.errors import ArtifactError, ConfigError
 from modelyard.pipeline.model import DataSource
 from modelyard.pipeline.selection import select
 from modelyard.settings import STATE_DIR_NAME
-from modelyard.store.artifacts import ArtifactRef, ArtifactStore, canonical_json
-from modelyard.store.objectstore import CHUNK_SIZE, _protocols, _require_protocol
+from modelyard.store.artifacts import ArtifactRef, ArtifactStore, canonical_json, check_relpath
+from modelyard.store.objectstore import CHUNK_SIZE, require_protocol, url_protocols
 
 if TYPE_CHECKING:
     from modelyard.store.dataversions import DataVersionRow
@@ -105,7 +105,7 @@ class Manifest:
         for item in files:
             try:
                 entry = ManifestFile(
-                    _check_relpath(item["path"]), item["size"], item["sha256"], item.get("date")
+                    check_relpath(item["path"]), item["size"], item["sha256"], item.get("date")
                 )
             except (KeyError, TypeError, ValueError) as exc:
                 raise bad(f"bad file entry {item!r}") from exc
@@ -113,15 +113,6 @@ class Manifest:
                 raise bad(f"bad file entry {item!r}")
             entries.append(entry)
         return cls(str(data.get("source")), str(data.get("url")), tuple(entries))
-
-
-def _check_relpath(path: object) -> str:
-    if not isinstance(path, str):
-        raise TypeError("path must be a string")
-    parts = path.split("/")
-    if not path or path.startswith("/") or any(p in ("", ".", "..") for p in parts):
-        raise ValueError(f"invalid relative path {path!r}")
-    return path
 
 
 # -- locations -----------------------------------------------------------------------------------
@@ -241,7 +232,7 @@ class Location:
                 f"({self.source.url})",
                 hint="list only objects under the source's url, or change its url",
             )
-        return _check_relpath(full[len(prefix) :])
+        return check_relpath(full[len(prefix) :])
 
     def _require_remote(self) -> None:
         if self.fs is None:
@@ -282,8 +273,8 @@ def _remote_listed(path: str, full: str, info: Mapping[str, Any]) -> Listed:
 def _open_fs(source: DataSource) -> tuple[Any, str]:
     import fsspec  # lazy: only remote sources need it
 
-    for protocol in _protocols(source.url):
-        _require_protocol(fsspec, protocol, source.url, "data source")
+    for protocol in url_protocols(source.url):
+        require_protocol(fsspec, protocol, source.url, "data source")
     try:
         fs, root = fsspec.core.url_to_fs(source.url, **source.storage_options)
     except (ValueError, TypeError) as exc:

@@ -173,8 +173,8 @@ class FsspecObjectStore:
 
         self.url = url
         options = dict(storage_options or {})
-        for protocol in _protocols(url):
-            _require_protocol(fsspec, protocol, url)
+        for protocol in url_protocols(url):
+            require_protocol(fsspec, protocol, url)
         try:
             fs, root = fsspec.core.url_to_fs(url, **options)
         except (ValueError, TypeError) as exc:
@@ -282,7 +282,7 @@ def _local(path: Path, storage_options: dict[str, Any] | None) -> LocalObjectSto
     return LocalObjectStore(path)
 
 
-def _protocols(url: str) -> list[str]:
+def url_protocols(url: str) -> list[str]:
     """The protocols of a (possibly chained) fsspec URL."""
     protocols = []
     for part in url.split("::"):
@@ -291,7 +291,7 @@ def _protocols(url: str) -> list[str]:
     return protocols
 
 
-def _require_protocol(fsspec: Any, protocol: str, url: str, what: str = "artifact store") -> None:
+def require_protocol(fsspec: Any, protocol: str, url: str, what: str = "artifact store") -> None:
     """Fail early, with an install hint, when a protocol's package is missing."""
     try:
         fsspec.get_filesystem_class(protocol)
