@@ -80,16 +80,11 @@ class _StepBase(_Strict):
     after: list[Name] = Field(default_factory=list)
 
 
-class _ComputeStep(_StepBase):
-    inputs: dict[Name, str] = Field(default_factory=dict)
-    outputs: list[Name] = Field(default_factory=list)
-    values: list[Name] = Field(default_factory=list)
-    params: dict[Name, Any] = Field(default_factory=dict)
-    env: dict[str, str] = Field(default_factory=dict)
-    code: list[str] = Field(default_factory=list)
+class _AttemptedStep(_StepBase):
+    """A step that runs as attempts of a process: retries and a timeout apply."""
+
     retries: RetrySpec = Field(default_factory=RetrySpec)
     timeout: Duration | None = None
-    cache: bool = True
 
     @field_validator("timeout", mode="before")
     @classmethod
@@ -103,6 +98,16 @@ class _ComputeStep(_StepBase):
         if isinstance(value, int) and not isinstance(value, bool):
             return {"max": value}
         return value
+
+
+class _ComputeStep(_AttemptedStep):
+    inputs: dict[Name, str] = Field(default_factory=dict)
+    outputs: list[Name] = Field(default_factory=list)
+    values: list[Name] = Field(default_factory=list)
+    params: dict[Name, Any] = Field(default_factory=dict)
+    env: dict[str, str] = Field(default_factory=dict)
+    code: list[str] = Field(default_factory=list)
+    cache: bool = True
 
     @model_validator(mode="after")
     def _names_unique(self) -> _ComputeStep:
@@ -246,23 +251,9 @@ class RegisterBody(_Strict):
         return self
 
 
-class RegisterStepSpec(_StepBase):
+class RegisterStepSpec(_AttemptedStep):
     # `register_`: pydantic models are ABCs, whose `register` must not be shadowed
     register_: RegisterBody = Field(alias="register")
-    retries: RetrySpec = Field(default_factory=RetrySpec)
-    timeout: Duration | None = None
-
-    @field_validator("timeout", mode="before")
-    @classmethod
-    def _timeout(cls, value: Any) -> float | None:
-        return None if value is None else parse_duration(value)
-
-    @field_validator("retries", mode="before")
-    @classmethod
-    def _retries(cls, value: Any) -> Any:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return {"max": value}
-        return value
 
 
 STEP_KINDS = ("run", "python", "condition", "fail", "approval", "register")
