@@ -12,6 +12,9 @@ __all__ = [
     "PipelineBuilder",
     "StepContext",
     "define_pipeline",
+    "log_metric",
+    "log_metrics",
+    "log_params",
     "step",
 ]
 
@@ -20,6 +23,9 @@ _EXPORTS = {
     "PipelineBuilder": "modelyard.pipeline.builder",
     "StepContext": "modelyard.executors.pyfunc",
     "define_pipeline": "modelyard.pipeline.builder",
+    "log_metric": "modelyard.tracking.api",
+    "log_metrics": "modelyard.tracking.api",
+    "log_params": "modelyard.tracking.api",
     "step": "modelyard.pipeline.builder",
 }
 
@@ -27,6 +33,7 @@ if TYPE_CHECKING:
     from modelyard.errors import ModelyardError
     from modelyard.executors.pyfunc import StepContext
     from modelyard.pipeline.builder import PipelineBuilder, define_pipeline, step
+    from modelyard.tracking.api import log_metric, log_metrics, log_params
 
 
 def __getattr__(name: str) -> Any:

@@ -25,6 +25,8 @@ ENV_VARS = {
     "MODELYARD_MAX_PARALLEL": "max_parallel",
     "MODELYARD_LEASE_SECONDS": "lease_seconds",
     "MODELYARD_KEEP_WORKDIRS": "keep_workdirs",
+    "MLFLOW_TRACKING_URI": "tracking_uri",
+    "MODELYARD_TRACKING_AUTO_PUSH": "tracking_auto_push",
 }
 
 
@@ -37,6 +39,8 @@ class Settings:
     max_parallel: int = field(default_factory=lambda: os.cpu_count() or 1)
     lease_seconds: float = 30.0
     keep_workdirs: bool = False
+    tracking_uri: str | None = None  # MLflow tracking URI; default: SQLite in the state folder
+    tracking_auto_push: bool = True  # push to MLflow in a detached process after `run`/`resume`
 
     @property
     def effective_database_url(self) -> str:
@@ -45,6 +49,15 @@ class Settings:
     @property
     def effective_artifact_store(self) -> str:
         return self.artifact_store or str(self.state_dir / "artifacts")
+
+    @property
+    def effective_tracking_uri(self) -> str:
+        return self.tracking_uri or f"sqlite:///{self.state_dir / 'mlflow.db'}"
+
+    @property
+    def tracking_artifacts_dir(self) -> Path:
+        """Where MLflow keeps artifacts of the default (local) tracking store."""
+        return self.state_dir / "mlartifacts"
 
     @property
     def logs_dir(self) -> Path:
@@ -127,6 +140,8 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "max_parallel": _int_between(1, 1024),
     "lease_seconds": _seconds,
     "keep_workdirs": _flag,
+    "tracking_uri": _text,
+    "tracking_auto_push": _flag,
 }
 
 

@@ -16,6 +16,10 @@ from typing import Any
 
 import pytest
 
+# runs in tests never start the detached MLflow pusher (tests of tracking push explicitly)
+os.environ["MODELYARD_TRACKING_AUTO_PUSH"] = "0"
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+
 POSTGRES_URL = os.environ.get(
     "MODELYARD_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )

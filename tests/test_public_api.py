@@ -14,6 +14,9 @@ def test_all_names_resolve_and_are_curated() -> None:
         "PipelineBuilder",
         "StepContext",
         "define_pipeline",
+        "log_metric",
+        "log_metrics",
+        "log_params",
         "step",
     ]
     for name in modelyard.__all__:
@@ -32,7 +35,8 @@ def test_unknown_attribute_is_an_attribute_error() -> None:
 def test_import_loads_no_heavy_dependency() -> None:
     code = (
         "import sys, modelyard, modelyard.cli.main; "
-        "heavy = [m for m in ('sqlalchemy', 'pydantic', 'fsspec', 'rich', 'yaml', 'alembic') "
+        "heavy = [m for m in ('sqlalchemy', 'pydantic', 'fsspec', 'rich', 'yaml', 'alembic', "
+        "'mlflow') "
         "if m in sys.modules]; print(','.join(heavy))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -22,7 +22,7 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
 
 def execute(name: str, args: argparse.Namespace) -> int:
     from modelyard.cli.progress import progress_for
-    from modelyard.cli.run_cmds import OUTCOME_EXIT
+    from modelyard.cli.run_cmds import OUTCOME_EXIT, _push_in_background
     from modelyard.engine import service
 
     runtime = runtime_for(args)
@@ -40,5 +40,6 @@ def execute(name: str, args: argparse.Namespace) -> int:
     if run is None:
         print(f"run {args.run} continues in the process that drives it")
         return 0
+    _push_in_background(runtime, run)
     print(f"run {run.id} {run.status}" + (f": {run.message}" if run.message else ""))
     return OUTCOME_EXIT.get(run.status, 1)

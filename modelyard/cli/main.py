@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "worker": ("run_cmds", "advance runs whose driver died and expire approvals, in a loop"),
     "data": ("data_cmds", "data sources: snapshot a version, list versions, show a manifest"),
     "watch": ("data_cmds", "poll data sources and run the pipelines their new versions trigger"),
+    "tracking": ("tracking_cmds", "MLflow tracking: push pending records, show what waits"),
     "models": ("model_cmds", "model registry: versions, approvals, aliases, cards, packages"),
 }
 

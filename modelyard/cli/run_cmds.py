@@ -143,12 +143,26 @@ def _drive(
         service.request_cancel(runtime, run_id)
         print(f"run {run_id} cancelled", file=sys.stderr)
         return 130
+    _push_in_background(runtime, run)
     detail = service.run_detail(runtime, run_id)
     if args.json:
         print_json(detail_json(detail))
     else:
         print(_outcome_line(run))
     return OUTCOME_EXIT.get(run.status, 1)
+
+
+def _push_in_background(runtime: Runtime, run: RunRow) -> None:
+    """Send the run's tracking records to MLflow from a detached process (never fails the run)."""
+    from modelyard.tracking.pusher import start_background_push
+
+    try:
+        start_background_push(runtime.settings, run.project_dir)
+    except OSError as exc:
+        print(
+            f"warning: cannot start the MLflow push ({exc}); run `modelyard tracking push`",
+            file=sys.stderr,
+        )
 
 
 def _outcome_line(run: RunRow) -> str:
@@ -172,6 +186,11 @@ def run_json(run: RunRow) -> dict[str, Any]:
         "status": run.status,
         "trigger": run.trigger,
         "params": run.params,
+        "tracking": {
+            "uri": run.tracking_uri,
+            "experiment_id": run.mlflow_experiment_id,
+            "run_id": run.mlflow_run_id,
+        },
         "created_at": iso(run.created_at),
         "started_at": iso(run.started_at),
         "finished_at": iso(run.finished_at),

@@ -34,6 +34,8 @@ from .runtime import Runtime, owner_is_dead, process_identity
 if TYPE_CHECKING:
     # imported where a register step runs: most pipelines have none, and every CLI run pays
     # for what the driver imports
+    from modelyard.tracking.records import Logged
+
     from .registration import PreparedRegistration
 
 Observer = Callable[[str, str | None, str], None]
@@ -55,6 +57,7 @@ class _Finished:
     stored: dict[str, dict[str, Any]] | None = None
     log_digest: str | None = None
     store_error: str | None = None
+    logged: Logged | None = None  # the metrics and parameters the step logged
 
 
 class RunDriver:
@@ -414,6 +417,8 @@ class RunDriver:
         """Called from an executor thread: store outputs here, off the scheduler's thread."""
         finished = _Finished(task, result)
         store = self.runtime.store
+        if result.ok and task.metrics_file.exists():
+            finished.logged = _read_logged(task)
         try:
             if task.log_path.exists():
                 finished.log_digest = store.put_file(task.log_path).digest
@@ -490,6 +495,8 @@ class RunDriver:
                     message=message,
                 )
                 db.add_event(conn, self.run_id, "step-succeeded", message or "", task.step)
+                if step.kind != "register":
+                    self._record_tracking(conn, task.step, finished.logged, values, now)
             elif result.cancelled:
                 db.update_step(conn, row.id, status=db.CANCELLED, message=error, finished_at=now)
             else:
@@ -522,6 +529,17 @@ class RunDriver:
             not ok and not result.cancelled and retryable and row.failures + 1 <= step.retry.max
         )
         self._notify("step-retrying" if retrying else kind, task.step, message or error or "")
+
+    def _record_tracking(
+        self, conn: Any, step: str, logged: Logged | None, values: dict[str, Any], now: float
+    ) -> None:
+        """Metrics and parameters of a succeeded step, in its transaction, queued for MLflow."""
+        from modelyard.tracking.records import Logged, record_step
+
+        logged = logged or Logged()
+        for warning in logged.warnings:
+            db.add_event(conn, self.run_id, "tracking-warning", warning, step)
+        record_step(conn, self.run_id, step, logged, values, now)
 
     def _record_version(
         self,
@@ -610,13 +628,18 @@ class RunDriver:
                 parts = [*_registration_summary(steps), summary]
                 message = "; ".join(part for part in parts if part)
             done = status in db.RUN_DONE
+            finished_at = time.time() if done else None
             db.update_run(
                 conn,
                 self.run_id,
                 status=status,
                 message=message,
-                finished_at=time.time() if done else None,
+                finished_at=finished_at,
             )
+            if finished_at is not None:
+                from modelyard.tracking.records import record_run_end
+
+                record_run_end(conn, self.run_id, status, finished_at)
             db.add_event(conn, self.run_id, f"run-{status}", message)
         self._notify(f"run-{status}", None, message)
 
@@ -669,6 +692,24 @@ def mark_cancelled(runtime: Runtime, run_id: int) -> None:
                 db.update_step(conn, row.id, status=db.CANCELLED, finished_at=now)
         db.update_run(conn, run_id, status=db.CANCELLED, finished_at=now, message="cancelled")
         db.add_event(conn, run_id, "run-cancelled", "cancelled")
+        from modelyard.tracking.records import record_run_end
+
+        record_run_end(conn, run_id, db.CANCELLED, now)
+
+
+def _read_logged(task: StepTask) -> Logged:
+    """What the attempt logged; bad lines become warnings, also appended to the step's log."""
+    from modelyard.tracking.records import read_metrics_file
+
+    logged = read_metrics_file(task.metrics_file)
+    if logged.warnings:
+        try:
+            with open(task.log_path, "a", encoding="utf-8") as log:
+                for warning in logged.warnings:
+                    log.write(f"modelyard: warning: {warning}\n")
+        except OSError:
+            pass  # the events keep the warning
+    return logged
 
 
 def _registration_summary(steps: dict[str, db.StepRow]) -> list[str]:

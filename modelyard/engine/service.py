@@ -86,7 +86,11 @@ def create_run(
             git_commit=git.commit if git else None,
             git_dirty=git.dirty if git else None,
             git_branch=git.branch if git else None,
+            tracking_uri=runtime.settings.effective_tracking_uri,
         )
+        from modelyard.tracking.records import record_run_params
+
+        record_run_params(conn, run_id, params)  # queued for MLflow with the run's creation
         if data_versions:
             from modelyard.store import dataversions
 

@@ -36,6 +36,11 @@ class StepTask:
         return self.workdir / "values.json"
 
     @property
+    def metrics_file(self) -> Path:
+        """Where the step logs metrics and parameters (JSON lines, `modelyard.tracking.api`)."""
+        return self.workdir / "metrics.jsonl"
+
+    @property
     def error_file(self) -> Path:
         return self.workdir / "error.txt"
 

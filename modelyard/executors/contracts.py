@@ -28,6 +28,7 @@ def modelyard_environment(task: StepTask) -> dict[str, str]:
         "MODELYARD_ATTEMPT": str(task.attempt),
         "MODELYARD_PROJECT_DIR": str(task.project_dir),
         "MODELYARD_VALUES_FILE": str(task.values_file),
+        "MODELYARD_METRICS_FILE": str(task.metrics_file),
         "MODELYARD_PARAMS": json.dumps(task.params),
     }
     env |= {f"MODELYARD_INPUT_{env_name(k)}": str(v) for k, v in task.inputs.items()}

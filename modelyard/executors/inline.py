@@ -15,6 +15,7 @@ from typing import Any, TextIO
 
 from modelyard.executors.base import DoneCallback, StepResult, StepTask, read_values
 from modelyard.executors.pyfunc import StepFunctionError, call_step_function
+from modelyard.tracking.api import attempt_metrics_file
 
 
 class _ThreadRoutedStream(io.TextIOBase):
@@ -88,7 +89,8 @@ class InlineExecutor:
             with open(task.log_path, "a", encoding="utf-8", buffering=1) as log:
                 out.local.target = err.local.target = log
                 try:
-                    result = self._call(task)
+                    with attempt_metrics_file(task.metrics_file):  # this thread's attempt
+                        result = self._call(task)
                 finally:
                     out.local.target = err.local.target = None
         except OSError as exc:

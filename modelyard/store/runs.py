@@ -45,6 +45,9 @@ class RunRow:
     git_commit: str | None = None  # the project's git state at creation (None: not a repo)
     git_dirty: bool | None = None
     git_branch: str | None = None
+    tracking_uri: str | None = None  # the MLflow tracking URI of the run (None: before 0004)
+    mlflow_experiment_id: str | None = None  # set once the run is pushed to MLflow
+    mlflow_run_id: str | None = None
 
 
 @dataclass

@@ -47,6 +47,10 @@ runs = sa.Table(
     sa.Column("git_commit", sa.String(64)),
     sa.Column("git_dirty", sa.Boolean),  # NULL: unknown (no git binary to compare the tree)
     sa.Column("git_branch", sa.String(200)),
+    # the run's MLflow run (set by the tracking pusher; all NULL before 0004)
+    sa.Column("tracking_uri", sa.Text),
+    sa.Column("mlflow_experiment_id", sa.String(64)),
+    sa.Column("mlflow_run_id", sa.String(64)),
 )
 
 step_runs = sa.Table(
@@ -179,11 +183,13 @@ data_file_hashes = sa.Table(
 def complete_metadata() -> sa.MetaData:
     """`metadata` with every table of modelyard, for Alembic's comparisons.
 
-    The tables of subsystems that most commands never touch (the model registry) are defined in
-    their own modules, so that creating them (a few milliseconds) is paid only by the commands
-    that use them; this imports those modules so that the metadata is complete.
+    The tables of subsystems that most commands never touch (the model registry, tracking) are
+    defined in their own modules, so that creating them (a few milliseconds) is paid only by the
+    commands that use them; this imports those modules so that the metadata is complete.
     """
-    import modelyard.store.registry_schema  # noqa: F401  (registers its tables)
+    # importing them registers their tables
+    import modelyard.store.registry_schema
+    import modelyard.store.tracking_schema  # noqa: F401
 
     return metadata
 

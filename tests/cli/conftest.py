@@ -34,6 +34,8 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("MODELYARD_"):
             monkeypatch.delenv(name)
+    # no detached MLflow pusher after each `run` (tests/tracking tests it)
+    monkeypatch.setenv("MODELYARD_TRACKING_AUTO_PUSH", "0")
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ RUN_KEYS = {
     "status",
     "trigger",
     "params",
+    "tracking",
     "created_at",
     "started_at",
     "finished_at",

@@ -43,6 +43,7 @@ def example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     for name in list(os.environ):
         if name.startswith("MODELYARD_"):
             monkeypatch.delenv(name)
+    monkeypatch.setenv("MODELYARD_TRACKING_AUTO_PUSH", "0")  # no detached MLflow pusher
     root = tmp_path / "abalone"
     shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns(".modelyard", "__pycache__"))
     lines = (EXAMPLE / "data" / "abalone.data").read_text().splitlines()[:600]

@@ -166,6 +166,7 @@ class EngineHarness:
         # the same settings as the test's runtime: none from the environment but the database
         env = {k: v for k, v in os.environ.items() if not k.startswith("MODELYARD_")}
         env["MODELYARD_DATABASE_URL"] = self.database_url
+        env["MODELYARD_TRACKING_AUTO_PUSH"] = "0"  # no detached MLflow pusher after the run
         process = subprocess.Popen(
             [PY, "-m", "modelyard", "--project", str(self.root), *args],
             env=env,

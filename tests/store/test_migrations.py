@@ -66,7 +66,7 @@ def test_upgrading_from_0001_keeps_the_runs(database_url: str):
 
     database = Database(database_url)  # migrates to the head on first use
     try:
-        assert database.current_revision() == HEAD_REVISION == "0003"
+        assert database.current_revision() == HEAD_REVISION == "0004"
         with database.begin() as conn:
             run = db.get_run(conn, run_id)
             steps = db.get_steps(conn, run_id)
@@ -97,7 +97,7 @@ def test_upgrading_from_0002_adds_the_registry_and_keeps_the_runs(database_url: 
 
     database = Database(database_url)
     try:
-        assert database.current_revision() == "0003"
+        assert database.current_revision() == HEAD_REVISION
         with database.begin() as conn:
             run = db.get_run(conn, run_id)
             steps = db.get_steps(conn, run_id)
