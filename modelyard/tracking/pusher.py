@@ -34,6 +34,9 @@ MAX_METRICS_PER_BATCH = 1000  # MLflow's limits of log_batch
 MAX_PARAMS_PER_BATCH = 100
 
 
+MAX_PASSES = 20  # a pusher keeps going while runs keep adding records, within reason
+
+
 @dataclass
 class PushReport:
     pushed: int = 0  # records sent
@@ -228,11 +231,18 @@ def _exclusive(settings: Settings) -> Iterator[bool]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def _pusher_running(settings: Settings) -> bool:
+    with _exclusive(settings) as acquired:
+        return not acquired
+
+
 def start_background_push(settings: Settings, project_dir: str | Path) -> None:
     """Start a detached `python -m modelyard.tracking.pusher` that outlives the CLI."""
     import subprocess
 
-    if not settings.tracking_auto_push:
+    if not settings.tracking_auto_push or _pusher_running(settings):
+        # a running pusher takes our records too: it looks again after each pass (see main), so
+        # back-to-back runs share one pusher instead of each importing mlflow (~2 s of CPU)
         return
     settings.logs_dir.mkdir(parents=True, exist_ok=True)
     with open(settings.logs_dir / "tracking-push.log", "ab") as log:
@@ -254,7 +264,13 @@ def main(argv: list[str]) -> int:
     root = Path(argv[1] if len(argv) > 1 else ".").resolve()
     runtime = Runtime(Settings.resolve(root, project_settings(root)))
     try:
-        report = push(runtime)
+        for _ in range(MAX_PASSES):
+            report = push(runtime)
+            if report.busy or report.errors:
+                break  # another pusher has it, or MLflow is unreachable: try again next time
+            # a CLI that found this pusher running did not start another: look again
+            if not pending(runtime):
+                break
     finally:
         runtime.close()
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
