@@ -159,9 +159,10 @@ def modelyard_command() -> list[str]:
 
 def child_environment(pycache: Path | None) -> dict[str, str]:
     """The environment of every command: the caller's, without MODELYARD_* variables (a
-    database URL must not leak into the projects) and without the background MLflow push. With `pycache`, bytecode is cached there, as
-    an installed package's is, even where the caller sets PYTHONDONTWRITEBYTECODE: otherwise
-    every command would compile modelyard's modules again."""
+    database URL must not leak into the projects) and without the background MLflow push.
+    With `pycache`, bytecode is cached there, as an installed package's is, even where the
+    caller sets PYTHONDONTWRITEBYTECODE: otherwise every command would compile modelyard's
+    modules again."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELYARD_")}
     # The detached MLflow pusher a run leaves behind (~2 s of CPU importing mlflow) would run
     # during the next measurements on this 2-core machine; it is not part of a run's own time.
