@@ -18,7 +18,7 @@ from modelyard.errors import ConfigError, ProjectNotFound
 from modelyard.pipeline.model import DataSource, Pipeline
 from modelyard.project.checks import check_files
 from modelyard.project.problems import Problem, ProjectInvalid, locate_issue
-from modelyard.project.yamlsource import YamlSource
+from modelyard.project.yamlsource import YamlSource, read_project_file
 from modelyard.settings import STATE_DIR_NAME
 
 PROJECT_FILE = "modelyard.yaml"
@@ -87,7 +87,7 @@ def find_project_root(start: Path | None = None) -> Path:
 def load_project(root: Path | None = None, *, check_paths: bool = True) -> Project:
     root = find_project_root(root)
     file = root / PROJECT_FILE
-    text = _read(file)
+    text = read_project_file(file)
     # the path is part of the key: cached messages name the file
     digest = hashlib.sha256(f"{file}\0{text}".encode()).hexdigest()
     cache = root / STATE_DIR_NAME / CACHE_FILE
@@ -142,17 +142,6 @@ def _file_problems(
             )
         )
     return problems
-
-
-def _read(file: Path) -> str:
-    try:
-        return file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(
-            "file not found", where=str(file), hint="run `modelyard init` to create one"
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read the file: {exc}", where=str(file)) from None
 
 
 def _cache_key(digest: str) -> str:

@@ -31,6 +31,18 @@ class YamlSource:
         return f"{self.file}:{self.line_of(path)}"
 
 
+def read_project_file(file: Path) -> str:
+    """The text of a project file, or a ConfigError saying why it cannot be read."""
+    try:
+        return file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            "file not found", where=str(file), hint="run `modelyard init` to create one"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the file: {exc}", where=str(file)) from None
+
+
 def load_yaml(file: Path, text: str | None = None) -> YamlSource:
     import yaml  # imported here: a cached project is loaded without parsing YAML
 
@@ -40,14 +52,7 @@ def load_yaml(file: Path, text: str | None = None) -> YamlSource:
         from yaml import SafeLoader as Loader  # type: ignore[assignment]
 
     if text is None:
-        try:
-            text = file.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ConfigError(
-                "file not found", where=str(file), hint="run `modelyard init` to create one"
-            ) from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read the file: {exc}", where=str(file)) from None
+        text = read_project_file(file)
     try:
         loader = Loader(text)
         try:

@@ -41,6 +41,7 @@ __all__ = [
     "check_relpath",
     "digest_bytes",
     "digest_file",
+    "hash_stream",
 ]
 
 JSONValue: TypeAlias = bool | int | float | str | list["JSONValue"] | dict[str, "JSONValue"] | None
@@ -62,10 +63,11 @@ def digest_bytes(data: bytes) -> str:
 def digest_file(path: str | os.PathLike[str]) -> str:
     """The digest of a local file's content, read in 1 MiB chunks."""
     with open(path, "rb") as f:
-        return _hash_stream(f)[0]
+        return hash_stream(f)[0]
 
 
-def _hash_stream(stream: BinaryIO) -> tuple[str, int]:
+def hash_stream(stream: BinaryIO) -> tuple[str, int]:
+    """The digest (`sha256:<hex>`) and size of a stream, read in chunks."""
     h = hashlib.sha256()
     size = 0
     while chunk := stream.read(CHUNK_SIZE):
@@ -315,7 +317,7 @@ class ArtifactStore:
         try:
             before = path.stat()
             with open(path, "rb") as f:
-                digest, size = _hash_stream(f)
+                digest, size = hash_stream(f)
         except OSError as exc:
             raise ArtifactError(
                 f"cannot read the file to store it: {exc.strerror or exc}",
@@ -460,7 +462,7 @@ class ArtifactStore:
             if size is not None and self.objects.size(key) != size:
                 return False
             with self.objects.open_read(key) as stream:
-                return _hash_stream(stream)[0] == digest
+                return hash_stream(stream)[0] == digest
         except FileNotFoundError:
             return False
 

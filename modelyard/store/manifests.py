@@ -35,7 +35,13 @@ from modelyard.errors import ArtifactError, ConfigError
 from modelyard.pipeline.model import DataSource
 from modelyard.pipeline.selection import select
 from modelyard.settings import STATE_DIR_NAME
-from modelyard.store.artifacts import ArtifactRef, ArtifactStore, canonical_json, check_relpath
+from modelyard.store.artifacts import (
+    ArtifactRef,
+    ArtifactStore,
+    canonical_json,
+    check_relpath,
+    hash_stream,
+)
 from modelyard.store.objectstore import CHUNK_SIZE, require_protocol, url_protocols
 
 if TYPE_CHECKING:
@@ -356,7 +362,8 @@ def _check_name(path: str, location: Location) -> None:
 def _hash(location: Location, listed: Listed) -> tuple[str, int]:
     try:
         with location.open(listed.path) as stream:
-            return _hash_stream(stream)
+            digest, size = hash_stream(stream)
+            return digest.removeprefix("sha256:"), size
     except FileNotFoundError:
         raise ArtifactError(
             "the file disappeared while the data source was being read",
@@ -369,15 +376,6 @@ def _hash(location: Location, listed: Listed) -> tuple[str, int]:
             where=location.describe(listed.path),
             hint="check that it is readable (and the credentials, for a remote source)",
         ) from None
-
-
-def _hash_stream(stream: BinaryIO) -> tuple[str, int]:
-    h = hashlib.sha256()
-    size = 0
-    while chunk := stream.read(CHUNK_SIZE):
-        h.update(chunk)
-        size += len(chunk)
-    return h.hexdigest(), size
 
 
 # -- storing and reading -------------------------------------------------------------------------
