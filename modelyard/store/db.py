@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from modelyard.errors import DatabaseError, MissingDependency
 
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
 

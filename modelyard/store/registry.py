@@ -47,6 +47,7 @@ class VersionRow:
     tags: dict[str, str]
     card: str
     created_at: float
+    evidence_digest: str | None = None  # the approval evidence folder, when one was built
 
 
 @dataclass

@@ -50,6 +50,8 @@ model_versions = sa.Table(
     sa.Column("decision_comment", sa.Text),
     sa.Column("tags", sa.JSON, nullable=False),
     sa.Column("card", sa.Text, nullable=False),  # the model card (markdown)
+    # the folder a reviewer saw (report.html, summary.md, evidence.json); NULL without evidence
+    sa.Column("evidence_digest", sa.String(80)),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.UniqueConstraint("model_id", "version"),
 )

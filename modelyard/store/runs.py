@@ -68,6 +68,7 @@ class StepRow:
     outputs: dict[str, Any] | None
     values: dict[str, Any] | None
     message: str | None
+    mlflow_run_id: str | None = None  # the step's nested MLflow run, once pushed
 
 
 @dataclass

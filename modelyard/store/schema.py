@@ -72,6 +72,7 @@ step_runs = sa.Table(
     sa.Column("outputs", sa.JSON),
     sa.Column("values", sa.JSON),
     sa.Column("message", sa.Text),
+    sa.Column("mlflow_run_id", sa.String(64)),  # the step's nested MLflow run, once pushed
     sa.UniqueConstraint("run_id", "name"),
 )
 
