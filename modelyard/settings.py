@@ -27,7 +27,10 @@ ENV_VARS = {
     "MODELYARD_KEEP_WORKDIRS": "keep_workdirs",
     "MLFLOW_TRACKING_URI": "tracking_uri",
     "MODELYARD_TRACKING_AUTO_PUSH": "tracking_auto_push",
+    "MODELYARD_TRACKING_ARTIFACT_LIMIT": "tracking_artifact_limit",
 }
+
+DEFAULT_TRACKING_ARTIFACT_LIMIT = 20 * 1024 * 1024  # 20 MiB
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,8 @@ class Settings:
     keep_workdirs: bool = False
     tracking_uri: str | None = None  # MLflow tracking URI; default: SQLite in the state folder
     tracking_auto_push: bool = True  # push to MLflow in a detached process after `run`/`resume`
+    # outputs up to this size (bytes) are logged to MLflow; register steps' outputs always are
+    tracking_artifact_limit: int = DEFAULT_TRACKING_ARTIFACT_LIMIT
 
     @property
     def effective_database_url(self) -> str:
@@ -58,6 +63,13 @@ class Settings:
     def tracking_artifacts_dir(self) -> Path:
         """Where MLflow keeps artifacts of the default (local) tracking store."""
         return self.state_dir / "mlartifacts"
+
+    def embedded_artifact_root(self, tracking_uri: str) -> Path | None:
+        """The artifact folder of `tracking_uri` if it is the default embedded store, else None
+        (a tracking server or a configured store chooses its own)."""
+        if self.tracking_uri or tracking_uri != self.effective_tracking_uri:
+            return None
+        return self.tracking_artifacts_dir
 
     @property
     def logs_dir(self) -> Path:
@@ -115,6 +127,15 @@ def _seconds(value: Any) -> float:
     return number
 
 
+def _bytes(value: Any) -> int:
+    text = (
+        str(value).strip() if isinstance(value, int | str) and not isinstance(value, bool) else ""
+    )
+    if not text.isdigit():
+        raise ValueError("expected a whole number of bytes (0 or more), e.g. 20971520")
+    return int(text)
+
+
 def _flag(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -142,6 +163,7 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "keep_workdirs": _flag,
     "tracking_uri": _text,
     "tracking_auto_push": _flag,
+    "tracking_artifact_limit": _bytes,
 }
 
 

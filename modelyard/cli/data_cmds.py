@@ -20,6 +20,7 @@ from modelyard.cli.common import (
 
 if TYPE_CHECKING:
     from modelyard.store.dataversions import DataVersionRow
+    from modelyard.store.runs import RunRow
 
 
 def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
@@ -147,11 +148,16 @@ def _show(args: argparse.Namespace) -> int:
 def _watch(args: argparse.Namespace) -> int:
     from modelyard.cli.common import runtime_for
     from modelyard.cli.progress import LineProgress
+    from modelyard.cli.run_cmds import push_in_background
     from modelyard.errors import ModelyardError
     from modelyard.triggers import data
 
     def report(line: str) -> None:
         print(f"watch: {line}", flush=True)
+
+    def settled(run: RunRow) -> None:  # each run's records go to MLflow as soon as it ends
+        assert runtime is not None
+        push_in_background(runtime, run.project_dir, "watch: ")
 
     progress = LineProgress(sys.stdout)
     runtime = None
@@ -163,7 +169,7 @@ def _watch(args: argparse.Namespace) -> int:
             sources = data.triggered_pipelines(project)
             if not sources:
                 report("no pipeline has `triggers: {data: [SOURCE]}`: nothing to watch")
-            result = data.poll(runtime, project, report, progress)
+            result = data.poll(runtime, project, report, progress, on_settled=settled)
             failed = bool(result.errors)
         except ModelyardError as exc:  # an invalid project file: report it, keep watching
             report(f"error: {exc}")

@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cancel": ("run_cmds", "cancel a run and stop its processes"),
     "approve": ("approval_cmds", "approve a waiting approval step and continue the run"),
     "reject": ("approval_cmds", "reject a waiting approval step (the run fails)"),
+    "evidence": ("evidence_cmds", "the approval evidence of a run's or a model's version"),
     "worker": ("run_cmds", "advance runs whose driver died and expire approvals, in a loop"),
     "data": ("data_cmds", "data sources: snapshot a version, list versions, show a manifest"),
     "watch": ("data_cmds", "poll data sources and run the pipelines their new versions trigger"),

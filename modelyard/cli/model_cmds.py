@@ -41,6 +41,11 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
         decide.add_argument("ref", help=_REF_HELP)
         decide.add_argument("-m", "--comment", default="", help="why (recorded with the decision)")
         decide.add_argument("--by", help="who decides (default: the current user)")
+        decide.add_argument(
+            "--no-continue",
+            action="store_true",
+            help="do not continue a run whose approval step waits on this version",
+        )
         add_json_flag(decide)
     alias = sub.add_parser("alias", help="point an alias (e.g. champion) at a version, or unset it")
     alias_sub = alias.add_subparsers(dest="alias_command", metavar="ACTION", required=True)
@@ -209,18 +214,25 @@ def _versions(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
+    from modelyard.engine.service import tracking_link
     from modelyard.registry import service
 
     runtime, project = _runtime_and_project(args)
     detail = service.show_version(runtime, project, args.ref)
+    run_id = detail.version.lineage.get("run_id", detail.version.run_id)
+    link = tracking_link(runtime, run_id) if run_id is not None else None
     if args.json:
-        print_json(version_json(detail, history=True))
+        tracking = link.to_json() if link is not None else None
+        print_json(version_json(detail, history=True) | {"tracking": tracking})
         return 0
-    print(_describe(detail))
+    mlflow = None
+    if run_id is not None:
+        mlflow = link.text() if link is not None else f"run {run_id} no longer exists"
+    print(_describe(detail, mlflow))
     return 0
 
 
-def _describe(detail: VersionDetail) -> str:
+def _describe(detail: VersionDetail, mlflow: str | None = None) -> str:
     from modelyard.registry.cards import signature_summary
 
     version = detail.version
@@ -244,6 +256,8 @@ def _describe(detail: VersionDetail) -> str:
         verdict = "passed" if result.get("passed") else "failed"
         lines.append(f"  gate: {verdict}: {result.get('detail')}")
     lines.append(f"  lineage: {_lineage_text(version.lineage)}")
+    if mlflow is not None:
+        lines.append(f"  mlflow: {mlflow}")
     if version.params:
         lines.append("  params: " + ", ".join(f"{k}={v!r}" for k, v in version.params.items()))
     if version.tags:
@@ -317,9 +331,33 @@ def _decide(args: argparse.Namespace) -> int:
     )
     if args.json:
         print_json(version_json(detail, history=True))
-        return 0
-    print(f"{detail.ref} {detail.version.approval_status} by {detail.version.decided_by}")
+    else:
+        print(f"{detail.ref} {detail.version.approval_status} by {detail.version.decided_by}")
+    if detail.version.run_id is not None and not args.no_continue:
+        _continue_waiting_run(runtime, detail.version.run_id, quiet=args.json)
     return 0
+
+
+def _continue_waiting_run(runtime: Runtime, run_id: int, *, quiet: bool) -> None:
+    """The decision may have been an approval step's too (`approves:`): let its run go on."""
+    import sys
+
+    from modelyard.engine import service as runs
+    from modelyard.store import runs as db
+
+    with runtime.db.begin() as conn:
+        waiting = db.get_run(conn, run_id).status == db.WAITING
+    if not waiting:
+        return
+    from modelyard.cli.run_cmds import push_in_background
+
+    run = runs.continue_after_decision(runtime, run_id)
+    out = sys.stderr if quiet else sys.stdout
+    if run is None:
+        print(f"run {run_id} continues in the process that drives it", file=out)
+        return
+    push_in_background(runtime, run.project_dir)
+    print(f"run {run.id} {run.status}" + (f": {run.message}" if run.message else ""), file=out)
 
 
 def _alias(args: argparse.Namespace) -> int:

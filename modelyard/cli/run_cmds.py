@@ -22,6 +22,7 @@ from modelyard.cli.common import (
 if TYPE_CHECKING:
     from modelyard.engine.runtime import Runtime
     from modelyard.engine.service import RunDetail
+    from modelyard.settings import Settings
     from modelyard.store.runs import RunRow, StepRow
 
 # exit codes of `run` and `resume`: the run's outcome
@@ -146,39 +147,51 @@ def _drive(
     _push_in_background(runtime, run)
     detail = service.run_detail(runtime, run_id)
     if args.json:
-        print_json(detail_json(detail))
+        print_json(detail_json(detail, runtime.settings))
     else:
-        print(_outcome_line(run))
+        print(_outcome_line(runtime, run))
     return OUTCOME_EXIT.get(run.status, 1)
 
 
 def _push_in_background(runtime: Runtime, run: RunRow) -> None:
-    """Send the run's tracking records to MLflow from a detached process (never fails the run)."""
-    from modelyard.tracking.pusher import start_background_push
-
-    try:
-        start_background_push(runtime.settings, run.project_dir)
-    except OSError as exc:
-        print(
-            f"warning: cannot start the MLflow push ({exc}); run `modelyard tracking push`",
-            file=sys.stderr,
-        )
+    push_in_background(runtime, run.project_dir)  # `approve` calls this one
 
 
-def _outcome_line(run: RunRow) -> str:
+def push_in_background(runtime: Runtime, project_dir: str, prefix: str = "") -> None:
+    """Send the runs' tracking records to MLflow from a detached process (never fails the run)."""
+    from modelyard.tracking.pusher import try_background_push
+
+    warning = try_background_push(runtime.settings, project_dir)
+    if warning:
+        print(f"{prefix}warning: {warning}", file=sys.stderr, flush=True)
+
+
+def _outcome_line(runtime: Runtime, run: RunRow) -> str:
     took = human_duration(duration(run.started_at, run.finished_at or time.time()))
     line = f"run {run.id} {run.status} in {took}"
     if run.message:
         line += f": {run.message}"
     if run.status == "waiting":
-        line += f"\n  approve with: modelyard approve {run.id} STEP --comment '...'"
+        from modelyard.store import runs as db
+
+        with runtime.db.begin() as conn:
+            steps = db.get_steps(conn, run.id).values()
+        for step in (s for s in steps if s.kind == "approval" and s.status == db.WAITING):
+            values = step.values or {}
+            if "version" in values:
+                line += f"\n  evidence for {values['model']}/{values['version']}: "
+                line += f"modelyard evidence {run.id}"
+            line += f"\n  decide: modelyard approve {run.id} {step.name} --comment '...' "
+            line += "(or reject)"
     if run.status == "failed":
         line += f"\n  see: modelyard show {run.id} / modelyard logs {run.id} STEP"
         line += f"; after a fix: modelyard resume {run.id}"
     return line
 
 
-def run_json(run: RunRow) -> dict[str, Any]:
+def run_json(run: RunRow, settings: Settings) -> dict[str, Any]:
+    from modelyard.tracking.links import run_link
+
     return {
         "id": run.id,
         "project": run.project,
@@ -186,11 +199,7 @@ def run_json(run: RunRow) -> dict[str, Any]:
         "status": run.status,
         "trigger": run.trigger,
         "params": run.params,
-        "tracking": {
-            "uri": run.tracking_uri,
-            "experiment_id": run.mlflow_experiment_id,
-            "run_id": run.mlflow_run_id,
-        },
+        "tracking": run_link(run, settings).to_json(),
         "created_at": iso(run.created_at),
         "started_at": iso(run.started_at),
         "finished_at": iso(run.finished_at),
@@ -203,7 +212,9 @@ def run_json(run: RunRow) -> dict[str, Any]:
     }
 
 
-def step_json(step: StepRow, attempts: list[Any]) -> dict[str, Any]:
+def step_json(
+    step: StepRow, attempts: list[Any], metrics: dict[str, float], tracking: dict[str, Any] | None
+) -> dict[str, Any]:
     return {
         "name": step.name,
         "kind": step.kind,
@@ -228,22 +239,39 @@ def step_json(step: StepRow, attempts: list[Any]) -> dict[str, Any]:
         "duration_s": duration(step.started_at, step.finished_at),
         "outputs": step.outputs or {},
         "values": step.values or {},
+        "metrics": metrics,
+        "tracking": tracking,
         "message": step.message,
     }
 
 
-def detail_json(detail: RunDetail) -> dict[str, Any]:
-    return run_json(detail.run) | {
-        "steps": [step_json(s, detail.attempts[n]) for n, s in detail.steps.items()]
-    }
+def detail_json(detail: RunDetail, settings: Settings) -> dict[str, Any]:
+    steps = [
+        step_json(
+            s, detail.attempts[n], detail.metrics.get(n, {}), _step_tracking(detail, s, settings)
+        )
+        for n, s in detail.steps.items()
+    ]
+    return run_json(detail.run, settings) | {"steps": steps}
+
+
+def _step_tracking(detail: RunDetail, step: StepRow, settings: Settings) -> dict[str, Any] | None:
+    """The step's nested MLflow run (None until pushed)."""
+    from modelyard.tracking.links import run_link
+
+    if step.mlflow_run_id is None:
+        return None
+    link = run_link(detail.run, settings, nested_run_id=step.mlflow_run_id)
+    return {"run_id": step.mlflow_run_id, "url": link.url}
 
 
 def _runs(args: argparse.Namespace) -> int:
     from modelyard.engine import service
 
-    runs = service.list_runs(runtime_for(args), args.pipeline, args.status, args.limit)
+    runtime = runtime_for(args)
+    runs = service.list_runs(runtime, args.pipeline, args.status, args.limit)
     if args.json:
-        print_json([run_json(r) for r in runs])
+        print_json([run_json(r, runtime.settings) for r in runs])
         return 0
     if not runs:
         print("no runs yet: start one with `modelyard run PIPELINE`")
@@ -267,10 +295,12 @@ def _show(args: argparse.Namespace) -> int:
     from modelyard.engine import service
     from modelyard.pipeline.dag import Dag
     from modelyard.pipeline.model import Pipeline
+    from modelyard.tracking.links import run_link
 
-    detail = service.run_detail(runtime_for(args), args.run)
+    runtime = runtime_for(args)
+    detail = service.run_detail(runtime, args.run)
     if args.json:
-        print_json(detail_json(detail))
+        print_json(detail_json(detail, runtime.settings))
         return 0
     run = detail.run
     print(f"run {run.id}  {run.pipeline}  {run.status}  (project {run.project})")
@@ -285,6 +315,7 @@ def _show(args: argparse.Namespace) -> int:
     if run.git_commit or run.git_branch:
         dirty = " + uncommitted changes" if run.git_dirty else ""
         print(f"  git: {(run.git_commit or 'no commit yet')[:12]}{dirty} ({run.git_branch or '-'})")
+    print(f"  mlflow: {run_link(run, runtime.settings).text()}")
     if run.message:
         print(f"  {run.message}")
     rows = []
@@ -303,6 +334,11 @@ def _show(args: argparse.Namespace) -> int:
         )
     print()
     print(table(["step", "kind", "status", "attempts", "duration", "message"], rows))
+    if detail.metrics:
+        print()
+        print("metrics:")
+        for name, metrics in detail.metrics.items():
+            print(f"  {name}: " + ", ".join(f"{k}={v:.6g}" for k, v in metrics.items()))
     print()
     print("DAG:")
     for line in Dag(Pipeline.from_json(run.definition)).render_text().splitlines():
@@ -368,8 +404,12 @@ def _worker(args: argparse.Namespace) -> int:
                 service.resume_run(runtime, run.id, progress)
             except StateConflict as exc:
                 print(f"worker: run {run.id}: {exc}", flush=True)
+                continue
+            push_in_background(runtime, run.project_dir, "worker: ")
         for run_id in service.expire_approvals(runtime, progress):
             print(f"worker: run {run_id}: an approval timed out", flush=True)
+            project = service.run_detail(runtime, run_id).run.project_dir
+            push_in_background(runtime, project, "worker: ")
         if args.once:
             return 0
         time.sleep(args.interval)

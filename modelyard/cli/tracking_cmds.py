@@ -19,8 +19,10 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
 
 def execute(name: str, args: argparse.Namespace) -> int:
     from modelyard.tracking import pusher
+    from modelyard.tracking.links import redact
 
     runtime = runtime_for(args)
+    uri = redact(runtime.settings.effective_tracking_uri)  # a URI may carry a password
     if args.tracking_command == "push":
         report = pusher.push(runtime, run_id=args.run)
         if args.json:
@@ -28,7 +30,7 @@ def execute(name: str, args: argparse.Namespace) -> int:
         elif report.busy:
             print("another push is in progress; try again when it ends")
         else:
-            print(f"pushed {report.pushed} record(s) to {runtime.settings.effective_tracking_uri}")
+            print(f"pushed {report.pushed} record(s) to {uri}")
             for run_id, error in report.errors.items():
                 print(f"run {run_id}: records wait: {error}", file=sys.stderr)
         return 1 if report.errors else 0
@@ -36,20 +38,20 @@ def execute(name: str, args: argparse.Namespace) -> int:
     if args.json:
         print_json(
             {
-                "tracking_uri": runtime.settings.effective_tracking_uri,
+                "tracking_uri": uri,
                 "pending": [
                     {
                         "run_id": r["run_id"],
                         "records": r["records"],
                         "attempts": r["attempts"],
-                        "last_error": r["last_error"],
+                        "last_error": r["last_error"] and redact(r["last_error"]),
                     }
                     for r in rows
                 ],
             }
         )
         return 0
-    print(f"tracking URI: {runtime.settings.effective_tracking_uri}")
+    print(f"tracking URI: {uri}")
     if not rows:
         print("nothing pending: MLflow has every record")
         return 0
@@ -59,7 +61,7 @@ def execute(name: str, args: argparse.Namespace) -> int:
             str(r["records"]),
             str(r["attempts"]),
             local_time(r["oldest"]),
-            (r["last_error"] or "-")[:80],
+            redact(r["last_error"] or "-")[:80],
         ]
         for r in rows
     ]

@@ -13,7 +13,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from modelyard.errors import ExpressionError, ModelyardError, StateConflict
@@ -218,13 +218,12 @@ class RunDriver:
     # -- starting steps --------------------------------------------------------------------------
 
     def _start(self, run: db.RunRow, step: Step, steps: dict[str, db.StepRow]) -> None:
-        row = steps[step.name]
         if step.kind == "condition":
             self._run_condition(run, step, steps)
         elif step.kind == "fail":
             self._run_fail(run, step, steps)
         elif step.kind == "approval":
-            self._open_approval(step, row)
+            self._open_approval(run, step, steps)
         elif step.kind == "register":
             self._start_register(run, step, steps)
         else:
@@ -258,9 +257,28 @@ class RunDriver:
             message = f"{step.message} (could not render: {exc.message})"
         self._finish_step(steps[step.name], db.FAILED, message)
 
-    def _open_approval(self, step: Step, row: db.StepRow) -> None:
+    def _open_approval(self, run: db.RunRow, step: Step, steps: dict[str, db.StepRow]) -> None:
+        row = steps[step.name]
         if row.status == db.WAITING:
             return
+        message = step.message or "waiting for approval"
+        values = None
+        if step.approves is not None:
+            from .approvals import version_to_approve
+
+            target = version_to_approve(self.runtime, run, step, steps)
+            decided = target.decided
+            if decided is not None:  # decided before the step opened: nothing to wait for
+                message = decided.message
+                if decided.approved:
+                    with self.runtime.db.begin() as conn:
+                        opened = replace(row, values=target.values)
+                        message += self._alias_on_approval(conn, opened, decided.actor)
+                status = db.SUCCEEDED if decided.approved else db.FAILED
+                self._finish_step(row, status, message, values=target.values)
+                return
+            values = target.values
+            message = f"{step.message} ({target.label})" if step.message else target.prompt
         now = time.time()
         deadline = now + step.approval_timeout if step.approval_timeout else None
         with self.runtime.db.begin() as conn:
@@ -270,11 +288,14 @@ class RunDriver:
                 status=db.WAITING,
                 started_at=now,
                 deadline=deadline,
-                message=step.message or "waiting for approval",
+                message=message,
+                values=values,
             )
-            db.add_event(conn, self.run_id, "approval-waiting", step.message, step.name)
+            db.add_event(conn, self.run_id, "approval-waiting", message, step.name)
         hint = f"modelyard approve {self.run_id} {step.name} --comment '...'"
-        self._notify("approval-waiting", step.name, f"{step.message} ({hint})".strip())
+        if values is not None:
+            hint = f"evidence: modelyard evidence {self.run_id}; then {hint}"
+        self._notify("approval-waiting", step.name, f"{message} ({hint})")
 
     def _apply_approval_decisions(self, conn: Any, steps: dict[str, db.StepRow]) -> bool:
         """Apply recorded decisions and expired deadlines to waiting steps; True if any changed."""
@@ -291,17 +312,38 @@ class RunDriver:
                 if decision.comment:
                     message += f": {decision.comment}"
                 status = db.SUCCEEDED if approved else db.FAILED
+                if approved:
+                    message += self._alias_on_approval(conn, row, decision.actor)
                 db.update_step(conn, row.id, status=status, message=message, finished_at=now)
                 db.add_event(conn, self.run_id, f"approval-{verb}", message, row.name)
+                _queue_step_end(conn, self.run_id, row, status, now)
                 self._notify(f"step-{status}", row.name, message)
                 changed = True
             elif row.deadline is not None and row.deadline < now:
                 message = "approval timed out: nobody approved or rejected it in time"
                 db.update_step(conn, row.id, status=db.FAILED, message=message, finished_at=now)
                 db.add_event(conn, self.run_id, "approval-timed-out", message, row.name)
+                _queue_step_end(conn, self.run_id, row, db.FAILED, now)
                 self._notify("step-failed", row.name, message)
                 changed = True
         return changed
+
+    def _alias_on_approval(self, conn: Any, row: db.StepRow, actor: str) -> str:
+        """Point the step's `alias_on_approval` at the approved version; what to add to the
+        step's message."""
+        alias = self.pipeline.steps[row.name].alias_on_approval
+        values = row.values or {}
+        if alias is None or "version" not in values:
+            return ""
+        from modelyard.registry.service import set_alias_in
+
+        model, number = str(values["model"]), int(values["version"])
+        try:
+            with conn.begin_nested():  # a refused alias must not undo the decision
+                set_alias_in(conn, self.run.project, model, alias, number, actor)
+        except ModelyardError as exc:
+            return f" (alias {alias} not set: {exc.message})"
+        return f"; {model}@{alias} -> {number}"
 
     def _start_compute(self, run: db.RunRow, step: Step, steps: dict[str, db.StepRow]) -> None:
         row = steps[step.name]
@@ -497,8 +539,13 @@ class RunDriver:
                 db.add_event(conn, self.run_id, "step-succeeded", message or "", task.step)
                 if step.kind != "register":
                     self._record_tracking(conn, task.step, finished.logged, values, now)
+                from modelyard.tracking.records import record_outputs
+
+                record_outputs(conn, self.run_id, task.step, step.kind, finished.stored, now)
+                _queue_step_end(conn, self.run_id, row, db.SUCCEEDED, now)
             elif result.cancelled:
                 db.update_step(conn, row.id, status=db.CANCELLED, message=error, finished_at=now)
+                _queue_step_end(conn, self.run_id, row, db.CANCELLED, now)
             else:
                 failures = row.failures + 1
                 if failures <= step.retry.max and retryable:
@@ -522,6 +569,7 @@ class RunDriver:
                         finished_at=now,
                     )
                     db.add_event(conn, self.run_id, "step-failed", error or "", task.step)
+                    _queue_step_end(conn, self.run_id, row, db.FAILED, now)
         if not self.runtime.settings.keep_workdirs and ok:
             shutil.rmtree(task.workdir, ignore_errors=True)
         kind = "step-succeeded" if ok else "step-cancelled" if result.cancelled else "step-failed"
@@ -550,7 +598,7 @@ class RunDriver:
     ) -> tuple[dict[str, Any], str, str | None]:
         """Record the packaged version in the step's completing transaction: (values, message,
         error). The gate is checked again there, against the champion of that moment."""
-        from modelyard.pipeline.model import REGISTER_OUTPUT
+        from modelyard.pipeline.model import EVIDENCE_OUTPUT, REGISTER_OUTPUT
         from modelyard.registry.service import Candidate, record_version
 
         from .registration import not_registered, registered
@@ -576,6 +624,9 @@ class RunDriver:
             alias=registration.alias_on_register,
             actor=prepared.actor,
             run_id=prepared.run.id,
+            evidence_digest=stored[EVIDENCE_OUTPUT]["digest"]
+            if EVIDENCE_OUTPUT in stored
+            else None,
         )
         try:
             with conn.begin_nested():  # a refused registration leaves no partial rows behind
@@ -604,6 +655,8 @@ class RunDriver:
                 **values,
             )
             db.add_event(conn, self.run_id, f"step-{status}", message, row.name)
+            cached = bool(values.get("cached"))
+            _queue_step_end(conn, self.run_id, row, status, now, cached=cached)
         kind = "step-cached" if values.get("cached") else f"step-{status}"
         self._notify(kind, row.name, message)
 
@@ -690,11 +743,28 @@ def mark_cancelled(runtime: Runtime, run_id: int) -> None:
         for row in db.get_steps(conn, run_id).values():
             if row.status not in db.STEP_DONE:
                 db.update_step(conn, row.id, status=db.CANCELLED, finished_at=now)
+                if row.started_at is not None:  # it ran (or waited): MLflow shows it cancelled
+                    _queue_step_end(conn, run_id, row, db.CANCELLED, now)
         db.update_run(conn, run_id, status=db.CANCELLED, finished_at=now, message="cancelled")
         db.add_event(conn, run_id, "run-cancelled", "cancelled")
         from modelyard.tracking.records import record_run_end
 
         record_run_end(conn, run_id, db.CANCELLED, now)
+
+
+def _queue_step_end(
+    conn: Any,
+    run_id: int,
+    row: db.StepRow,
+    status: str,
+    at: float,
+    cached: bool = False,
+) -> None:
+    """Queue a step's end for its nested MLflow run, in the transaction that records the end."""
+    from modelyard.tracking.records import record_step_end
+
+    started = row.started_at  # None for a step that never started a process: it ends at once
+    record_step_end(conn, run_id, row.name, row.kind, status, started=started, at=at, cached=cached)
 
 
 def _read_logged(task: StepTask) -> Logged:
@@ -713,8 +783,13 @@ def _read_logged(task: StepTask) -> Logged:
 
 
 def _registration_summary(steps: dict[str, db.StepRow]) -> list[str]:
+    """What the run registered (or why not), then the decisions on those versions."""
     done = [
-        s for s in steps.values() if s.kind == "register" and s.status == db.SUCCEEDED and s.message
+        s
+        for s in steps.values()
+        if s.status == db.SUCCEEDED
+        and s.message
+        and (s.kind == "register" or (s.kind == "approval" and "version" in (s.values or {})))
     ]
     if len(done) == 1:
         return [str(done[0].message)]

@@ -23,10 +23,10 @@ from modelyard.errors import ConfigError, ExpressionError
 from modelyard.executors.base import Executor, StepTask
 from modelyard.executors.contracts import modelyard_environment
 from modelyard.pipeline.expressions import Expression
-from modelyard.pipeline.model import REGISTER_OUTPUT, REGISTER_VALUES, Step
-from modelyard.pipeline.registration import Registration
+from modelyard.pipeline.model import EVIDENCE_OUTPUT, REGISTER_OUTPUT, REGISTER_VALUES, Step
+from modelyard.pipeline.registration import EvidenceSpec, Registration
 from modelyard.pipeline.templates import render_value
-from modelyard.registry.gates import GateReport, ResolvedRule, resolve_rules
+from modelyard.registry.gates import GateReport, ResolvedRule, metric_directions, resolve_rules
 from modelyard.settings import Settings
 from modelyard.store import runs as db
 from modelyard.store.artifacts import ArtifactRef
@@ -51,6 +51,25 @@ class PackageInput:
     filename: str | None = None
 
 
+@dataclass(frozen=True)
+class ChampionSide:
+    """The version the candidate's evidence compares with, as the child process needs it."""
+
+    label: str  # "abalone/3 (@champion)"
+    package: ArtifactRef
+    metrics: dict[str, Any]
+    params: dict[str, Any]
+    lineage: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PreparedEvidence:
+    data: PackageInput  # the evaluation set: a CSV file, or a folder of them
+    spec: EvidenceSpec
+    champion: ChampionSide | None
+    directions: dict[str, str]
+
+
 @dataclass
 class PreparedRegistration:
     runtime: Runtime
@@ -64,6 +83,7 @@ class PreparedRegistration:
     inputs: dict[str, PackageInput]
     input_example: list[dict[str, Any]] | None
     lineage: dict[str, Any]
+    evidence: PreparedEvidence | None = None
     cache_key: str | None = None  # registration is a side effect: it is never cached
 
     @property
@@ -96,6 +116,11 @@ class PreparedRegistration:
                 target = target / (package_input.filename or name)
             path = self.runtime.store.materialize(package_input.ref, target)
             files[name] = str(path / package_input.file if package_input.file else path)
+        outputs = {REGISTER_OUTPUT: workdir / "outputs" / REGISTER_OUTPUT}
+        evidence = None
+        if self.evidence is not None:
+            evidence = self._evidence_params(workdir)
+            outputs[EVIDENCE_OUTPUT] = workdir / "outputs" / EVIDENCE_OUTPUT
         registration = self.registration
         params: dict[str, Any] = {
             "kind": "mlflow_model" if registration.mlflow_model is not None else "pipeline",
@@ -111,9 +136,10 @@ class PreparedRegistration:
                 "run_id": run.id,
                 "step": step.name,
             },
+            "evidence": evidence,
         }
-        output = workdir / "outputs" / REGISTER_OUTPUT
-        output.mkdir(parents=True)
+        for output in outputs.values():
+            output.mkdir(parents=True)
         task_file = workdir / "task.json"
         project_dir = Path(run.project_dir)
         task = StepTask(
@@ -126,7 +152,7 @@ class PreparedRegistration:
             workdir=workdir,
             log_path=settings.logs_dir / f"run-{run.id}" / step.name / f"attempt-{number}.log",
             inputs={name: Path(path) for name, path in files.items()},
-            outputs={REGISTER_OUTPUT: output},
+            outputs=outputs,
             params=params,
             values=[REGISTER_OUTPUT],
             argv=[sys.executable, "-m", "modelyard.registry.register_step", str(task_file)],
@@ -135,6 +161,42 @@ class PreparedRegistration:
         task.env = modelyard_environment(task)
         task_file.write_text(task.to_json(), encoding="utf-8")
         return task
+
+    def _evidence_params(self, workdir: Path) -> dict[str, Any]:
+        """Materialize the evaluation set and the champion's package; say what to compare."""
+        evidence = self.evidence
+        assert evidence is not None
+        store = self.runtime.store
+        data = evidence.data
+        target = workdir / "inputs" / "evaluation"
+        if data.ref.kind == "file":
+            target = target / (data.filename or "evaluation.csv")
+        path = store.materialize(data.ref, target)
+        champion = None
+        if evidence.champion is not None:
+            side = evidence.champion
+            package = store.materialize(side.package, workdir / "inputs" / "champion")
+            champion = {
+                "label": side.label,
+                "package": str(package),
+                "metrics": side.metrics,
+                "params": side.params,
+                "lineage": side.lineage,
+            }
+        return {
+            "model": self.registration.model,
+            "data": str(path / data.file if data.file else path),
+            "file": None,  # a folder's file was chosen on the driver's side
+            "label": evidence.spec.label,
+            "candidate": {
+                "label": f"candidate (run {self.run.id})",
+                "metrics": self.metrics,
+                "params": self.params,
+                "lineage": self.lineage,
+            },
+            "champion": champion,
+            "directions": evidence.directions,
+        }
 
 
 def not_registered(registration: Registration, reason: str) -> dict[str, Any]:
@@ -219,8 +281,71 @@ def prepare_registration(
         "data": dict(run.data_versions or {}),
         "inputs": {key: value.ref.digest for key, value in inputs.items()},
     }
+    evidence = None
+    if registration.evidence is not None:
+        spec = registration.evidence
+        resolved = resolve_input(runtime, run, root, context, "evidence", spec.data)
+        evidence = PreparedEvidence(
+            data=_evaluation_input(runtime, step, spec, resolved),
+            spec=spec,
+            champion=_champion(runtime, run.project, registration.model, spec.compare_with),
+            directions=metric_directions(metrics, rules),
+        )
     return PreparedRegistration(
-        runtime, run, step, registration, metrics, params, tags, rules, inputs, records, lineage
+        runtime,
+        run,
+        step,
+        registration,
+        metrics,
+        params,
+        tags,
+        rules,
+        inputs,
+        records,
+        lineage,
+        evidence,
+    )
+
+
+def _evaluation_input(
+    runtime: Runtime, step: Step, spec: EvidenceSpec, resolved: ResolvedInput
+) -> PackageInput:
+    ref = resolved.ref
+    if ref.kind == "value":
+        raise ConfigError(
+            f"register step '{step.name}': evidence data must be a CSV file or a folder of "
+            "them, not a value",
+            hint="refer to an output folder: ${{ steps.STEP.outputs.NAME }}",
+        )
+    if ref.kind == "file" or spec.file is None:
+        return PackageInput(ref, None, resolved.filename)
+    files = runtime.store.list_files(ref)
+    if spec.file not in files:
+        raise ConfigError(
+            f"register step '{step.name}': the evidence data folder has no file '{spec.file}'",
+            hint="its files are: " + (", ".join(files[:10]) or "(none)"),
+        )
+    return PackageInput(ref, spec.file)
+
+
+def _champion(runtime: Runtime, project: str, model: str, alias: str) -> ChampionSide | None:
+    """The version `alias` points at now, with its package's artifact ref; None if unset."""
+    from modelyard.store import registry as rdb
+
+    with runtime.db.begin() as conn:
+        found = rdb.get_model(conn, project, model)
+        version = rdb.version_of_alias(conn, found.id, alias) if found is not None else None
+        if version is None:
+            return None
+        package = db.get_artifact(conn, version.package_digest)
+    if package is None:  # recorded before artifacts were indexed: its kind and size are known
+        package = ArtifactRef(version.package_digest, "dir", version.package_size)
+    return ChampionSide(
+        label=f"{model}/{version.version} (@{alias})",
+        package=package,
+        metrics=dict(version.metrics),
+        params=dict(version.params),
+        lineage=dict(version.lineage),
     )
 
 

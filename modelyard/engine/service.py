@@ -19,11 +19,13 @@ from modelyard.errors import ConfigError, NotFound, StateConflict
 from modelyard.pipeline.params import resolve_params
 from modelyard.store import runs as db
 
+from .approvals import decide_version_of_step
 from .runtime import Runtime, owner_is_dead
 
 if TYPE_CHECKING:
     from modelyard.pipeline.model import Pipeline
     from modelyard.project.loader import Project
+    from modelyard.tracking.links import Link
 
     from .driver import Observer
 
@@ -212,7 +214,7 @@ def decide_approval(
     """Record a person's decision on a waiting approval step (once; it cannot be changed)."""
     actor = actor or _current_user()
     with runtime.db.begin() as conn:
-        db.get_run(conn, run_id)  # raises NotFound for an unknown run
+        run = db.get_run(conn, run_id)  # raises NotFound for an unknown run
         steps = db.get_steps(conn, run_id)
         row = steps.get(step)
         if row is None:
@@ -234,19 +236,26 @@ def decide_approval(
             )
         if row.deadline is not None and row.deadline < time.time():
             raise StateConflict(f"the approval of step '{step}' has timed out")
-        try:
-            db.insert_approval(
-                conn,
-                step_run_id=row.id,
-                run_id=run_id,
-                decision="approved" if approve else "rejected",
-                actor=actor,
-                comment=comment,
-            )
-        except sa.exc.IntegrityError:
-            raise StateConflict(
-                f"step '{step}' of run {run_id} was just decided by someone else"
-            ) from None
+        # A step that approves a version decides it first: the version's row is locked before
+        # the step's approval (the order `models approve` takes too, so the two cannot deadlock),
+        # and deciding the version records this step's approval with it.
+        decide_version_of_step(
+            conn, run.project, row, approve=approve, comment=comment, actor=actor
+        )
+        if db.get_approval(conn, row.id) is None:
+            try:
+                db.insert_approval(
+                    conn,
+                    step_run_id=row.id,
+                    run_id=run_id,
+                    decision="approved" if approve else "rejected",
+                    actor=actor,
+                    comment=comment,
+                )
+            except sa.exc.IntegrityError:
+                raise StateConflict(
+                    f"step '{step}' of run {run_id} was just decided by someone else"
+                ) from None
         db.add_event(conn, run_id, "approval-recorded", f"{actor}: {comment}", step)
     return row
 
@@ -292,14 +301,30 @@ class RunDetail:
     run: db.RunRow
     steps: dict[str, db.StepRow]
     attempts: dict[str, list[db.AttemptRow]]
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # step -> last values
 
 
 def run_detail(runtime: Runtime, run_id: int) -> RunDetail:
+    from modelyard.tracking.records import step_metrics
+
     with runtime.db.begin() as conn:
         run = db.get_run(conn, run_id)
         steps = db.get_steps(conn, run_id)
         attempts = {name: db.get_attempts(conn, row.id) for name, row in steps.items()}
-    return RunDetail(run, steps, attempts)
+        metrics = step_metrics(conn, run_id)
+    return RunDetail(run, steps, attempts, metrics)
+
+
+def tracking_link(runtime: Runtime, run_id: int) -> Link | None:
+    """The MLflow link of a run (its hint says "not pushed yet" until the pusher has created the
+    MLflow run); None if the run no longer exists."""
+    from modelyard.tracking import records
+
+    try:
+        with runtime.db.begin() as conn:
+            return records.tracking_link(conn, run_id, runtime.settings)
+    except NotFound:
+        return None
 
 
 def attempt_log(

@@ -30,7 +30,6 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from modelyard.pipeline.model import (
-    REGISTER_OUTPUT,
     REGISTER_VALUES,
     Parameter,
     Pipeline,
@@ -40,7 +39,7 @@ from modelyard.pipeline.model import (
 from modelyard.pipeline.params import infer_type
 
 if TYPE_CHECKING:
-    from modelyard.pipeline.registration import GateRule, PackageFile
+    from modelyard.pipeline.registration import EvidenceSpec, GateRule, PackageFile
 
 F = TypeVar("F", bound=Callable[..., Any])
 STEP_ATTRIBUTE = "__modelyard_step__"
@@ -272,14 +271,21 @@ class PipelineBuilder:
         message: str = "",
         *,
         timeout: float | None = None,
+        approves: str | StepHandle | None = None,
+        alias_on_approval: str | None = None,
         after: Iterable[str | StepHandle] = (),
     ) -> StepHandle:
+        """Add an approval step; with `approves` (a register step), the decision also approves
+        or rejects the version that step registered (and an approval moves `alias_on_approval`
+        to it)."""
         return self._add(
             Step(
                 name=name,
                 kind="approval",
                 message=message,
                 approval_timeout=timeout,
+                approves=approves.name if isinstance(approves, StepHandle) else approves,
+                alias_on_approval=alias_on_approval,
                 after=_names(after),
             )
         )
@@ -301,14 +307,21 @@ class PipelineBuilder:
         approval_status: str = "pending",
         gate: Iterable[GateRule | Mapping[str, Any]] = (),
         alias_on_register: str | None = None,
+        evidence: EvidenceSpec | Mapping[str, Any] | None = None,
         description: str = "",
         retries: int = 0,
         timeout: float | None = None,
         after: Iterable[str | StepHandle] = (),
     ) -> StepHandle:
         """Add a `register` step: package `preprocessor` + `booster` (or take `mlflow_model`),
-        check the `gate` rules on `metrics`, and record a version of `model`."""
-        from modelyard.pipeline.registration import GateRule, PackageFile, Registration
+        check the `gate` rules on `metrics`, and record a version of `model`; with `evidence`,
+        also predict on an evaluation set with the candidate and the champion for the reviewer."""
+        from modelyard.pipeline.registration import (
+            EvidenceSpec,
+            GateRule,
+            PackageFile,
+            Registration,
+        )
 
         def package_file(value: str | PackageFile | None) -> PackageFile | None:
             return PackageFile(value) if isinstance(value, str) else value
@@ -328,8 +341,9 @@ class PipelineBuilder:
             approval_status=approval_status,
             gate=tuple(r if isinstance(r, GateRule) else GateRule(**r) for r in gate),
             alias_on_register=alias_on_register,
+            evidence=EvidenceSpec(**evidence) if isinstance(evidence, Mapping) else evidence,
         )
-        self._add(
+        return self._add(
             Step(
                 name=name,
                 kind="register",
@@ -340,13 +354,13 @@ class PipelineBuilder:
                 after=_names(after),
             )
         )
-        return StepHandle(name, (REGISTER_OUTPUT,), REGISTER_VALUES)
 
     def _add(self, new: Step) -> StepHandle:
         if new.name in self.steps:
             raise ValueError(f"duplicate step name '{new.name}'")
         self.steps[new.name] = new
-        return StepHandle(new.name, new.outputs, new.values)
+        values = REGISTER_VALUES if new.kind == "register" else new.values
+        return StepHandle(new.name, new.produced_outputs, values)
 
     def build(self) -> Pipeline:
         return Pipeline(

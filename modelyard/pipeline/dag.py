@@ -87,7 +87,7 @@ class Dag:
         """Direct upstream steps of each step (names may be unknown: lint reports those)."""
         deps = {}
         for name, step in self.pipeline.steps.items():
-            upstream = set(step.after) | referenced_steps(step)
+            upstream = set(step.upstream) | referenced_steps(step)
             upstream |= {gate.condition for gate in self.gates.get(name, [])}
             deps[name] = frozenset(upstream)
         return deps

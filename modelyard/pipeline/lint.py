@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Literal
 from modelyard.errors import ExpressionError
 from modelyard.pipeline.dag import Dag, step_expressions
 from modelyard.pipeline.expressions import Expression
-from modelyard.pipeline.model import REGISTER_OUTPUT, REGISTER_VALUES, Parameter, Pipeline, Step
+from modelyard.pipeline.model import REGISTER_VALUES, Parameter, Pipeline, Step
 from modelyard.pipeline.params import check_choice, coerce
 from modelyard.pipeline.templates import has_templates, whole_template
 
@@ -110,6 +110,8 @@ def _lint_step(
             issues.append(_unknown_step(pipeline, dep, (*here, "after")))
         elif dep == step.name:
             issues.append(LintIssue("error", (*here, "after"), "a step cannot wait for itself"))
+    if step.approves is not None:
+        issues.extend(_lint_approves(pipeline, step, step.approves))
     try:
         expressions = list(step_expressions(step))
     except ExpressionError as exc:
@@ -220,7 +222,7 @@ def _lint_step_reference(
         ]
     member = str(ref[3])
     if ref[2] == "outputs":
-        outputs = target.outputs if target.kind != "register" else (REGISTER_OUTPUT,)
+        outputs = target.produced_outputs
         if member not in outputs:
             return [_unknown_member("output", member, target_name, outputs, path)]
         used_outputs.add((target_name, member))
@@ -233,11 +235,41 @@ def _lint_step_reference(
     return []
 
 
-# Where each package source is written in the project file, below the step.
-_PACKAGE_KEYS = {
+def _lint_approves(pipeline: Pipeline, step: Step, target_name: str) -> list[LintIssue]:
+    path = ("steps", step.name, "approval", "approves")
+    target = pipeline.steps.get(target_name)
+    if target is None:
+        return [_unknown_step(pipeline, target_name, path)]
+    if target.kind != "register":
+        registers = [s.name for s in pipeline.steps.values() if s.kind == "register"]
+        return [
+            LintIssue(
+                "error",
+                path,
+                f"'{target_name}' is a {target.kind} step: an approval approves the version of "
+                "a register step",
+                "name a register step: " + (", ".join(registers) or "(the pipeline has none)"),
+            )
+        ]
+    alias = step.alias_on_approval
+    if alias is not None and alias in RESERVED_ALIASES:
+        return [
+            LintIssue(
+                "error",
+                ("steps", step.name, "approval", "alias_on_approval"),
+                f"'{alias}' cannot be an alias: NAME@{alias} means the newest version",
+                "choose another alias name, such as champion",
+            )
+        ]
+    return []
+
+
+# Where each file source is written in the project file, below the step.
+_FILE_KEYS = {
     "preprocessor": ("register", "package", "preprocessor"),
     "booster": ("register", "package", "model"),
     "mlflow_model": ("register", "mlflow_model"),
+    "evidence": ("register", "evidence", "data"),
 }
 
 
@@ -260,8 +292,8 @@ def _lint_registration(step: Step, registration: Registration) -> list[LintIssue
                 "mlflow_model: ${{ steps.S.outputs.O }} (a folder that is an MLflow model)",
             )
         )
-    for key, source in registration.package_sources().items():
-        path = (*here, *_PACKAGE_KEYS[key])
+    for key, source in registration.file_sources().items():
+        path = (*here, *_FILE_KEYS[key])
         expression = whole_template(source) if has_templates(source) else None
         if has_templates(source) and expression is None:
             issues.append(

@@ -21,6 +21,8 @@ COMPUTE_KINDS = frozenset({"run", "python"})
 REGISTER_VALUES = ("registered", "model", "version", "package_digest", "reason")
 # The output of a register step: the model package it stored (a dir artifact).
 REGISTER_OUTPUT = "package"
+# ... and, when it builds evidence for the reviewer, the report folder (report.html, summary.md).
+EVIDENCE_OUTPUT = "evidence"
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,8 @@ class Step:
     # fail and approval
     message: str = ""
     approval_timeout: float | None = None
+    approves: str | None = None  # the register step whose version an approval decides
+    alias_on_approval: str | None = None  # ... and the alias it then points at that version
     # register
     registration: Registration | None = None
 
@@ -87,6 +91,20 @@ class Step:
     def runs_a_process(self) -> bool:
         """Whether an attempt of the step is a process (counted against `max_parallel`)."""
         return self.is_compute or self.kind == "register"
+
+    @property
+    def produced_outputs(self) -> tuple[str, ...]:
+        """The outputs later steps may refer to (a register step's are implied by its kind)."""
+        if self.registration is None:
+            return self.outputs
+        if self.registration.evidence is not None:
+            return (REGISTER_OUTPUT, EVIDENCE_OUTPUT)
+        return (REGISTER_OUTPUT,)
+
+    @property
+    def upstream(self) -> tuple[str, ...]:
+        """The steps named as dependencies (`after`, and the register step an approval decides)."""
+        return (*self.after, self.approves) if self.approves else self.after
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -34,6 +34,21 @@ class GateRule:
 
 
 @dataclass(frozen=True)
+class EvidenceSpec:
+    """What a reviewer will see: the candidate's and the champion's predictions on `data`.
+
+    `data` is a reference to a step output or a project path: a CSV file with a header, or a
+    folder of them, holding the model's raw input columns and the `label` column (the actual
+    values). `compare_with` is the alias of the version the candidate would replace.
+    """
+
+    data: str
+    label: str
+    compare_with: str = "champion"
+    file: str | None = None  # the CSV file inside a folder (default: every *.csv, sorted)
+
+
+@dataclass(frozen=True)
 class Registration:
     """What a register step does: package a model, check its gates, record a version.
 
@@ -55,6 +70,7 @@ class Registration:
     approval_status: str = "pending"
     gate: tuple[GateRule, ...] = ()
     alias_on_register: str | None = None
+    evidence: EvidenceSpec | None = None
 
     def package_sources(self) -> dict[str, str]:
         """Where each package file comes from: `{"preprocessor": "${{ ... }}", ...}`."""
@@ -67,6 +83,13 @@ class Registration:
             sources["mlflow_model"] = self.mlflow_model
         return sources
 
+    def file_sources(self) -> dict[str, str]:
+        """The package's files and the evidence's evaluation data: what the step reads."""
+        sources = self.package_sources()
+        if self.evidence is not None:
+            sources["evidence"] = self.evidence.data
+        return sources
+
     def templated(self) -> dict[str, Any]:
         """Every value that may hold `${{ }}` references, by field (for dependencies and lint)."""
         return {
@@ -76,6 +99,7 @@ class Registration:
             "params": self.params,
             "tags": self.tags,
             "gate": [[r.min, r.max, r.margin] for r in self.gate],
+            "evidence": self.evidence.data if self.evidence is not None else None,
         }
 
     @classmethod
@@ -88,4 +112,6 @@ class Registration:
             if values.get(key) is not None:
                 values[key] = tuple(values[key])
         values["gate"] = tuple(GateRule(**rule) for rule in values.get("gate", ()))
+        if values.get("evidence") is not None:
+            values["evidence"] = EvidenceSpec(**values["evidence"])
         return cls(**values)

@@ -16,7 +16,7 @@ from modelyard.pipeline.dag import referenced_data
 from modelyard.pipeline.lint import lint_pipeline
 from modelyard.pipeline.model import DataSource, Parameter, Pipeline, Retry, Step
 from modelyard.pipeline.params import infer_type
-from modelyard.pipeline.registration import GateRule, PackageFile, Registration
+from modelyard.pipeline.registration import EvidenceSpec, GateRule, PackageFile, Registration
 from modelyard.project import schema
 from modelyard.project.problems import Problem, ProjectInvalid, locate_issue
 from modelyard.project.yamlsource import YamlSource, load_yaml
@@ -211,6 +211,8 @@ def _compile_step(name: str, spec: Any) -> Step:
         kind="approval",
         message=spec.approval.message,
         approval_timeout=spec.approval.timeout,
+        approves=spec.approval.approves,
+        alias_on_approval=spec.approval.alias_on_approval,
         **common,
     )
 
@@ -248,6 +250,7 @@ def _compile_registration(spec: schema.RegisterBody) -> Registration:
             for r in spec.gate
         ),
         alias_on_register=spec.alias_on_register,
+        evidence=EvidenceSpec(**spec.evidence.model_dump()) if spec.evidence else None,
     )
 
 

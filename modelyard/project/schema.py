@@ -152,6 +152,19 @@ class FailStepSpec(_StepBase):
 class ApprovalBody(_Strict):
     message: str = ""
     timeout: Duration | None = None
+    approves: Name | None = Field(
+        default=None,
+        description="a register step: the decision approves or rejects the version it made",
+    )
+    alias_on_approval: Name | None = Field(
+        default=None, description="with approves: point this alias at the approved version"
+    )
+
+    @model_validator(mode="after")
+    def _alias_needs_version(self) -> ApprovalBody:
+        if self.alias_on_approval is not None and self.approves is None:
+            raise ValueError("alias_on_approval needs approves: (the register step)")
+        return self
 
     @field_validator("timeout", mode="before")
     @classmethod
@@ -228,6 +241,15 @@ class GateRuleSpec(_Strict):
         return self
 
 
+class EvidenceBody(_Strict):
+    """The candidate's and the champion's predictions on an evaluation set, for the reviewer."""
+
+    data: str = Field(description="${{ steps.S.outputs.O }} or a project path: CSV with a header")
+    label: str = Field(description="the column of actual values")
+    compare_with: Name = Field(default="champion", description="the alias of the version to beat")
+    file: str | None = Field(default=None, description="the CSV file inside the folder")
+
+
 class RegisterBody(_Strict):
     model: Name = Field(description="the registry model's name")
     description: str = ""
@@ -239,6 +261,7 @@ class RegisterBody(_Strict):
     approval_status: Literal["pending", "approved"] = "pending"
     gate: list[GateRuleSpec] = Field(default_factory=list)
     alias_on_register: Name | None = None
+    evidence: EvidenceBody | None = None
 
     @model_validator(mode="after")
     def _one_package(self) -> RegisterBody:

@@ -145,6 +145,7 @@ class Evidence:
     # come first, in this order, so put the one the gate uses first.
     metric_directions: Mapping[str, str] = field(default_factory=dict)
     title: str = ""  # empty: "Approval evidence for <model>"
+    notes: Sequence[str] = ()  # what the reviewer should know that the numbers do not say
 
     def __post_init__(self) -> None:
         directions: dict[str, Direction] = {}
@@ -601,6 +602,8 @@ def render_markdown(evidence: Evidence, *, limit: int = MARKDOWN_LIMIT) -> str:
     if links:
         tail.append("**MLflow:** " + " · ".join(links))
 
+    for note in evidence.notes:  # e.g. the champion could not predict: the reviewer must know
+        tail.append(f"**Note:** {_md(note, 400)}")
     table = _markdown_table(rows, champion is not None, limit - _length(head) - _length(tail) - 8)
     text = "\n".join([*head, "", *table, "", *tail]).strip() + "\n"
     if len(text) > limit:
@@ -705,7 +708,7 @@ class _Predictions:
 
 def _prediction_sides(evidence: Evidence) -> tuple[list[VersionEvidence], list[str]]:
     """The sides that can be plotted, and notes on what cannot (no numpy needed)."""
-    notes: list[str] = []
+    notes: list[str] = list(evidence.notes)
     with_predictions = [
         side
         for side in (evidence.candidate, evidence.champion)

@@ -9,7 +9,7 @@ transaction that inserts the version, against the champion of that moment.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +36,23 @@ def known_direction(metric: str) -> str | None:
     for prefix in ("val_", "validation_", "test_", "eval_"):
         name = name.removeprefix(prefix)
     return _KNOWN_DIRECTIONS.get(name)
+
+
+def metric_directions(metrics: Iterable[str], rules: Iterable[ResolvedRule]) -> dict[str, str]:
+    """Which way is better for each metric: a rule's direction, what a one-sided threshold
+    implies (`max:` lower, `min:` higher), else the well-known name; unknown ones are left out."""
+    found: dict[str, str] = {}
+    for rule in rules:  # the gate's metrics first: the evidence shows them first
+        implied = rule.direction
+        if implied is None and (rule.min is None) != (rule.max is None):
+            implied = "lower" if rule.max is not None else "higher"
+        if implied is not None:
+            found.setdefault(rule.metric, implied)
+    for metric in metrics:
+        known = known_direction(metric)
+        if known is not None:
+            found.setdefault(metric, known)
+    return found
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,13 @@ def main(argv: list[str]) -> int:
     try:
         print(f"modelyard: packaging model '{task.params.get('model')}' into {dest}", flush=True)
         described = build_package(task.params, dest)
+        if task.params.get("evidence") is not None:
+            from modelyard.registry.evidence_build import build_evidence
+
+            print("modelyard: predicting on the evaluation set for the reviewer", flush=True)
+            evidence = build_evidence(task.params["evidence"], dest, task.outputs["evidence"])
+            champion = f" and {evidence.champion.label}" if evidence.champion else ""
+            print(f"modelyard: evidence for {evidence.candidate.label}{champion}", flush=True)
     except ModelyardError as exc:  # a known problem: its message says what to fix
         print(f"modelyard: {exc}", file=sys.stderr)
         task.error_file.write_text(f"packaging failed: {exc}", encoding="utf-8")

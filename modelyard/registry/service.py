@@ -115,6 +115,7 @@ class Candidate:
     alias: str | None
     actor: str
     run_id: int | None
+    evidence_digest: str | None = None  # the report folder a reviewer will see
 
 
 @dataclass(frozen=True)
@@ -204,6 +205,7 @@ def record_version(conn: sa.Connection, candidate: Candidate) -> Outcome:
         tags=candidate.tags,
         card=card,
         created_at=now,
+        evidence_digest=candidate.evidence_digest,
     )
     message = f"registered from run {candidate.run_id}" if candidate.run_id else "registered"
     rdb.add_event(conn, model.id, "registered", candidate.actor, message, number)
@@ -369,24 +371,71 @@ def decide(
     actor: str | None = None,
 ) -> VersionDetail:
     """Approve or reject a pending version, once; a refused decision changes nothing."""
-    actor = actor or current_user()
-    parsed = parse_ref(ref)
     with runtime.db.begin() as conn:
-        detail = _detail(conn, project, parsed)
-        version = detail.version
-        label = detail.ref
-        status = version.approval_status
-        if status != PENDING:
-            raise _decided_already(label, version, approve, detail.model.name)
-        new = APPROVED if approve else REJECTED
-        if not rdb.decide_version(conn, version.id, new, actor, comment):
-            raise StateConflict(
-                f"{label} was just decided by someone else",
-                hint=f"see the decision with `modelyard models show {label}`",
+        return decide_in(conn, project, ref, approve=approve, comment=comment, actor=actor)
+
+
+def decide_in(
+    conn: sa.Connection,
+    project: str,
+    ref: str,
+    *,
+    approve: bool,
+    comment: str = "",
+    actor: str | None = None,
+) -> VersionDetail:
+    """`decide` within the caller's transaction. An approval step of the version's run that
+    waits on this version (`approves:`) is decided with it, so the two never disagree."""
+    actor = actor or current_user()
+    detail = _detail(conn, project, parse_ref(ref))
+    version = detail.version
+    label = detail.ref
+    if version.approval_status != PENDING:
+        raise _decided_already(label, version, approve, detail.model.name)
+    new = APPROVED if approve else REJECTED
+    if not rdb.decide_version(conn, version.id, new, actor, comment):
+        raise StateConflict(
+            f"{label} was just decided by someone else",
+            hint=f"see the decision with `modelyard models show {label}`",
+        )
+    verb = "approved" if approve else "rejected"
+    rdb.add_event(conn, detail.model.id, verb, actor, comment, version.version)
+    if version.run_id is not None:
+        _decide_waiting_steps(
+            conn, version.run_id, f"{detail.model.name}/{version.version}", new, actor, comment
+        )
+    return _detail(conn, project, ModelRef(detail.model.name, version.version), True)
+
+
+def _decide_waiting_steps(
+    conn: sa.Connection, run_id: int, label: str, decision: str, actor: str, comment: str
+) -> None:
+    """Record the decision on the run's approval steps still waiting for this version."""
+    from modelyard.store import runs as db
+
+    for row in db.get_steps(conn, run_id).values():
+        values = row.values or {}
+        waiting = row.kind == "approval" and row.status == db.WAITING
+        if not waiting or f"{values.get('model')}/{values.get('version')}" != label:
+            continue
+        if db.get_approval(conn, row.id) is not None:
+            continue  # decided already (the version's decision then fails on its WHERE)
+        try:
+            db.insert_approval(
+                conn,
+                step_run_id=row.id,
+                run_id=run_id,
+                decision=decision,
+                actor=actor,
+                comment=comment,
             )
-        verb = "approved" if approve else "rejected"
-        rdb.add_event(conn, detail.model.id, verb, actor, comment, version.version)
-        return _detail(conn, project, ModelRef(detail.model.name, version.version), True)
+        except sa.exc.IntegrityError:
+            raise StateConflict(
+                f"step '{row.name}' of run {run_id}, which approves {label}, was just decided "
+                "by someone else",
+                hint=f"see it with `modelyard show {run_id}`",
+            ) from None
+        db.add_event(conn, run_id, "approval-recorded", f"{actor} ({label}): {comment}", row.name)
 
 
 def _decided_already(label: str, version: VersionRow, approve: bool, name: str) -> StateConflict:
@@ -417,23 +466,35 @@ def set_alias(
     actor: str | None = None,
 ) -> tuple[VersionDetail, int | None]:
     """Point `alias` at `version`; returns the version and the one the alias pointed at before."""
+    with runtime.db.begin() as conn:
+        return set_alias_in(conn, project, name, alias, version, actor)
+
+
+def set_alias_in(
+    conn: sa.Connection,
+    project: str,
+    name: str,
+    alias: str,
+    version: int,
+    actor: str | None = None,
+) -> tuple[VersionDetail, int | None]:
+    """`set_alias` within the caller's transaction."""
     check_alias_name(alias)
     actor = actor or current_user()
-    with runtime.db.begin() as conn:
-        model = _model(conn, project, name, lock=True)
-        target = _version(conn, model, version)
-        if target.approval_status == REJECTED:
-            raise StateConflict(
-                f"{name}/{version} was rejected: an alias cannot point at it",
-                hint="point the alias at an approved or pending version",
-            )
-        previous = rdb.version_of_alias(conn, model.id, alias)
-        before = previous.version if previous is not None else None
-        if before != version:
-            rdb.set_alias(conn, model.id, alias, target.id, actor)
-            moved = f"{alias} -> {version}" + (f" (was {before})" if before else "")
-            rdb.add_event(conn, model.id, "alias-set", actor, moved, version)
-        return _detail(conn, project, ModelRef(name, version)), before
+    model = _model(conn, project, name, lock=True)
+    target = _version(conn, model, version)
+    if target.approval_status == REJECTED:
+        raise StateConflict(
+            f"{name}/{version} was rejected: an alias cannot point at it",
+            hint="point the alias at an approved or pending version",
+        )
+    previous = rdb.version_of_alias(conn, model.id, alias)
+    before = previous.version if previous is not None else None
+    if before != version:
+        rdb.set_alias(conn, model.id, alias, target.id, actor)
+        moved = f"{alias} -> {version}" + (f" (was {before})" if before else "")
+        rdb.add_event(conn, model.id, "alias-set", actor, moved, version)
+    return _detail(conn, project, ModelRef(name, version)), before
 
 
 def unset_alias(
@@ -457,17 +518,49 @@ def download(runtime: Runtime, project: str, ref: str, dest: Path) -> VersionDet
     from modelyard.store.artifacts import ArtifactRef
 
     detail = show_version(runtime, project, ref)
-    if dest.is_dir() and not dest.is_symlink() and not any(dest.iterdir()):
-        dest.rmdir()  # an empty folder is fine: the package takes its place
-    elif dest.exists() or dest.is_symlink():
-        raise ArtifactError(
-            "cannot download a model package here: the path exists",
-            where=str(dest),
-            hint="give a new folder (or an empty one)",
-        )
+    _new_folder(dest, "a model package")
     package = ArtifactRef(detail.version.package_digest, "dir", detail.version.package_size)
     runtime.store.materialize(package, dest)
     return detail
+
+
+def write_evidence(
+    runtime: Runtime, project: str, ref: str, dest: Path, *, replace: bool = False
+) -> VersionDetail:
+    """Write the approval evidence a reviewer saw for the version (report.html, summary.md, the
+    plots, evidence.json) to `dest`: a new or empty folder, or any folder with `replace`."""
+    from modelyard.store import runs as db
+
+    detail = show_version(runtime, project, ref)
+    digest = detail.version.evidence_digest
+    if digest is None:
+        raise NotFound(
+            f"{detail.ref} has no approval evidence",
+            hint="give its register step `evidence: {data: EVALUATION_ROWS, label: COLUMN}`; "
+            "versions registered without it show their metrics with `modelyard models show`",
+        )
+    with runtime.db.begin() as conn:
+        folder = db.get_artifact(conn, digest)
+    if folder is None:
+        raise ArtifactError(
+            f"the evidence of {detail.ref} ({digest}) is not in the artifact store's index",
+            hint="the metadata database and the artifact store may not belong together",
+        )
+    if not replace:
+        _new_folder(dest, "approval evidence")
+    runtime.store.materialize(folder, dest, overwrite=replace)
+    return detail
+
+
+def _new_folder(dest: Path, what: str) -> None:
+    if dest.is_dir() and not dest.is_symlink() and not any(dest.iterdir()):
+        dest.rmdir()  # an empty folder is fine: what is written takes its place
+    elif dest.exists() or dest.is_symlink():
+        raise ArtifactError(
+            f"cannot write {what} here: the path exists",
+            where=str(dest),
+            hint="give a new folder (or an empty one)",
+        )
 
 
 # -- helpers -------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from modelyard.errors import NotFound
 from modelyard.store import schema as t
+from modelyard.store.artifacts import ArtifactRef
 
 # step statuses
 PENDING, RUNNING, WAITING = "pending", "running", "waiting"
@@ -143,6 +144,22 @@ def update_run(conn: sa.Connection, run_id: int, **values: Any) -> None:
     conn.execute(t.runs.update().where(t.runs.c.id == run_id).values(**values))
 
 
+def claim_mlflow_run(
+    conn: sa.Connection, run_id: int, tracking_uri: str, experiment_id: str, mlflow_run_id: str
+) -> bool:
+    """Record the run's MLflow run unless another pusher recorded one first (then False)."""
+    result = conn.execute(
+        t.runs.update()
+        .where(t.runs.c.id == run_id, t.runs.c.mlflow_run_id.is_(None))
+        .values(
+            tracking_uri=tracking_uri,
+            mlflow_experiment_id=experiment_id,
+            mlflow_run_id=mlflow_run_id,
+        )
+    )
+    return result.rowcount == 1
+
+
 def try_acquire(
     conn: sa.Connection, run_id: int, owner: str, lease_seconds: float, *, steal_from: str | None
 ) -> bool:
@@ -229,6 +246,16 @@ def update_step(conn: sa.Connection, step_id: int, **values: Any) -> None:
     conn.execute(t.step_runs.update().where(t.step_runs.c.id == step_id).values(**values))
 
 
+def claim_step_mlflow_run(conn: sa.Connection, step_id: int, mlflow_run_id: str) -> bool:
+    """Record the step's nested MLflow run unless another pusher recorded one first (then False)."""
+    result = conn.execute(
+        t.step_runs.update()
+        .where(t.step_runs.c.id == step_id, t.step_runs.c.mlflow_run_id.is_(None))
+        .values(mlflow_run_id=mlflow_run_id)
+    )
+    return result.rowcount == 1
+
+
 # attempts --------------------------------------------------------------------------------------
 
 
@@ -266,6 +293,14 @@ def running_attempts(conn: sa.Connection, run_id: int) -> list[tuple[str, Attemp
 
 
 # artifacts and cache ---------------------------------------------------------------------------
+
+
+def get_artifact(conn: sa.Connection, digest: str) -> ArtifactRef | None:
+    """The artifact a digest names, as recorded when a step stored it (None: not recorded)."""
+    row = conn.execute(sa.select(t.artifacts).where(t.artifacts.c.digest == digest)).first()
+    if row is None:
+        return None
+    return ArtifactRef(digest=row.digest, kind=row.kind, size=row.size)
 
 
 def record_artifacts(conn: sa.Connection, refs: list[dict[str, Any]]) -> None:

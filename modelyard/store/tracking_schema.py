@@ -37,7 +37,8 @@ run_params = sa.Table(
     sa.Index("ix_run_params_run_id", "run_id"),
 )
 
-# What MLflow has not been told yet: kind "params", "metrics" or "status", in id order per run.
+# What MLflow has not been told yet, in id order per run: kind "params", "metrics", "status",
+# "step" (a step ended: its nested run) or "artifact" (an output to log on the step's run).
 tracking_outbox = sa.Table(
     "tracking_outbox",
     metadata,

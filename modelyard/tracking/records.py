@@ -1,9 +1,11 @@
 """Recording what steps logged in the metadata DB, and queueing it for MLflow (the outbox).
 
-The driver calls these inside the transaction that records a step's success or a run's end, so the
+The driver calls these inside the transaction that records a step's end or a run's end, so the
 metadata DB always agrees with the run; `modelyard.tracking.pusher` drains the outbox later.
-MLflow names: run parameters keep their names, a step's metrics and parameters are prefixed with
-the step's name (`train.rmse`), and a step's numeric values are metrics too (`train.n_rows`).
+Outbox records about a step carry its name (`"step"` in the payload): the pusher logs them on the
+step's nested MLflow run with their own names (`rmse`) and on the pipeline's run prefixed with the
+step's name (`train.rmse`). A step's numeric values are metrics too (`train.n_rows`). Records
+queued before nested runs existed have no step and prefixed names: they go to the pipeline's run.
 """
 
 from __future__ import annotations
@@ -13,11 +15,15 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from modelyard.store import tracking_schema as tt
+
+if TYPE_CHECKING:
+    from modelyard.settings import Settings
+    from modelyard.tracking.links import Link
 
 MAX_KEY = 250  # MLflow's limit on metric and parameter names
 MAX_PARAM_VALUE = 6000  # MLflow's limit on a parameter's value
@@ -123,12 +129,53 @@ def record_step(
             ],
         )
         millis = int(at * 1000)
-        payload = [[f"{step}.{k}", v, i, millis] for k, v, i in metrics]
-        enqueue(conn, run_id, "metrics", {"metrics": payload}, at)
+        payload = [[k, v, i, millis] for k, v, i in metrics]
+        enqueue(conn, run_id, "metrics", {"step": step, "metrics": payload}, at)
     if logged.params:
         _insert_params(conn, run_id, step, logged.params)
-        params = {f"{step}.{k}": v for k, v in logged.params.items()}
-        enqueue(conn, run_id, "params", {"params": params}, at)
+        enqueue(conn, run_id, "params", {"step": step, "params": logged.params}, at)
+
+
+def record_outputs(
+    conn: sa.Connection,
+    run_id: int,
+    step: str,
+    kind: str,
+    outputs: dict[str, dict[str, Any]],
+    at: float | None = None,
+) -> None:
+    """Queue a succeeded step's outputs (name -> artifact ref JSON) for its nested MLflow run.
+
+    A register step's outputs (the model package, the evidence) are always logged; others only
+    up to the pushing process's `tracking_artifact_limit`.
+    """
+    for name, ref in outputs.items():
+        payload = {"step": step, "output": name, "ref": ref, "always": kind == "register"}
+        enqueue(conn, run_id, "artifact", payload, at)
+
+
+def record_step_end(
+    conn: sa.Connection,
+    run_id: int,
+    step: str,
+    kind: str,
+    status: str,
+    *,
+    started: float | None,
+    at: float,
+    cached: bool = False,
+) -> None:
+    """Queue the end of a step that ran (or came from the cache): its nested MLflow run is
+    created if no record made it yet, and terminated with the step's status."""
+    payload = {
+        "step": step,
+        "kind": kind,
+        "status": status,
+        "cached": cached,
+        "started": int((started or at) * 1000),
+        "at": int(at * 1000),
+    }
+    enqueue(conn, run_id, "step", payload, at)
 
 
 def record_run_params(conn: sa.Connection, run_id: int, params: dict[str, Any]) -> None:
@@ -177,3 +224,22 @@ def run_params(conn: sa.Connection, run_id: int) -> list[dict[str, Any]]:
     t = tt.run_params
     query = sa.select(t.c.step, t.c.key, t.c.value).where(t.c.run_id == run_id)
     return [dict(r._mapping) for r in conn.execute(query.order_by(t.c.id))]
+
+
+def step_metrics(conn: sa.Connection, run_id: int) -> dict[str, dict[str, float]]:
+    """step -> metric -> its last value (highest step index; the latest logged on a tie)."""
+    latest: dict[str, dict[str, tuple[int, float]]] = {}
+    for m in run_metrics(conn, run_id):  # in logging order
+        shown = latest.setdefault(m["step"], {})
+        if m["key"] not in shown or m["step_index"] >= shown[m["key"]][0]:
+            shown[m["key"]] = (m["step_index"], m["value"])
+    return {step: {k: v for k, (_, v) in keys.items()} for step, keys in latest.items()}
+
+
+def tracking_link(conn: sa.Connection, run_id: int, settings: Settings) -> Link:
+    """The MLflow link of pipeline run `run_id` (`links.NOT_PUSHED` as its hint until the pusher
+    has created the MLflow run); raises NotFound for an unknown run."""
+    from modelyard.store.runs import get_run
+    from modelyard.tracking.links import run_link
+
+    return run_link(get_run(conn, run_id), settings)

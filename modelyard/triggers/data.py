@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from modelyard.engine.driver import Observer
     from modelyard.engine.runtime import Runtime
     from modelyard.project.loader import Project
+    from modelyard.store.runs import RunRow
 
 DIGEST_PREFIX = 12  # hex digits of a digest shown in a run's trigger
 
@@ -134,10 +135,12 @@ def poll(
     project: Project,
     report: Callable[[str], None] = lambda _: None,
     observer: Observer | None = None,
+    on_settled: Callable[[RunRow], None] | None = None,
 ) -> PollResult:
     """Snapshot every source that triggers a pipeline; for each new version, run (create and
-    drive, one after the other) every pipeline it triggers. Errors are reported, not raised:
-    one failing source or run does not stop the others."""
+    drive, one after the other) every pipeline it triggers, calling `on_settled` with each run
+    once it has settled. Errors are reported, not raised: one failing source or run does not stop
+    the others."""
     from modelyard.engine import service
 
     result = PollResult()
@@ -172,6 +175,8 @@ def poll(
                 result.errors.append(f"pipeline '{pipeline}': {exc}")
                 report(f"error: pipeline '{pipeline}' ({source} {_short(digest)}): {exc}")
                 continue
+            if on_settled is not None:
+                on_settled(run)
             result.runs.append(StartedRun(pipeline, run.id, run.status, run.message))
             outcome = f"run {run.id} ({pipeline}) {run.status}"
             report(outcome + (f": {run.message}" if run.message else ""))

@@ -38,6 +38,8 @@ STEP_KEYS = {
     "duration_s",
     "outputs",
     "values",
+    "metrics",
+    "tracking",
     "message",
 }
 ATTEMPT_KEYS = {

@@ -92,7 +92,7 @@ def test_json_fields_are_stable(registered: Path, cli: Callable) -> None:
     assert model["latest"]["approval_status"] == "pending"
 
     shown = cli(registered, "models", "show", "toy", "--json").json()
-    assert set(shown) == VERSION_KEYS | {"history"}
+    assert set(shown) == VERSION_KEYS | {"history", "tracking"}
     assert (shown["ref"], shown["version"], shown["metrics"]) == ("toy/2", 2, {"mse": 4.0})
     assert shown["description"] == "a toy model"
     assert shown["approval"] == {"status": "pending", "by": None, "at": None, "comment": None}

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -78,7 +79,19 @@ def evaluate(model_path: Path, test_path: Path, evaluation_dir: Path) -> dict[st
     std = mse["standard_deviation"]
     print(f"mse={mse['value']:.4f} (standard deviation of the squared errors {std:.4f})")
     print(f"wrote {evaluation_path}")
+    log_metrics({"mse": mse["value"], "mse_std": std})
     return report
+
+
+def log_metrics(metrics: dict[str, float]) -> None:
+    """Hand the metrics to experiment tracking (MLflow, through modelyard) when run as a step:
+    one JSON line each in $MODELYARD_METRICS_FILE. Outside modelyard, nothing is written."""
+    path = os.environ.get("MODELYARD_METRICS_FILE")
+    if not path:
+        return
+    with open(path, "a", encoding="utf-8") as handle:
+        for name, value in metrics.items():
+            handle.write(json.dumps({"metric": name, "value": float(value)}) + "\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,7 +3,8 @@
 Step contract (files in, files out)::
 
     python preprocess.py --input PATH --train DIR --validation DIR --test DIR \
-        --preprocessor DIR [--seed 42] [--train-fraction 0.7] [--validation-fraction 0.15]
+        --preprocessor DIR [--test-raw DIR] [--seed 42] [--train-fraction 0.7] \
+        [--validation-fraction 0.15]
 
 ``--input`` is one header-less CSV file, or a folder whose ``*.csv`` and ``*.data`` files are read
 in name order and concatenated. Each row has 9 columns: sex, 7 measurements, rings (the label).
@@ -14,6 +15,9 @@ first and then the transformed features, with no header (the XGBoost / SageMaker
 ``preprocessor/preprocessor.joblib`` holds the fitted ``ColumnTransformer``. That transformer takes
 a pandas DataFrame with the 8 raw feature columns (``FEATURE_COLUMNS``, also stored in its
 ``feature_names_in_``) and returns the features in the order the model was trained on.
+With ``--test-raw``, ``test_raw/test_raw.csv`` holds the same test rows untransformed, with a
+header (``COLUMNS``): what the registered inference pipeline takes, so that the approval evidence
+can compare the candidate and the champion on them.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ INPUT_SUFFIXES = (".csv", ".data")
 TRAIN_FILE = "train.csv"
 VALIDATION_FILE = "validation.csv"
 TEST_FILE = "test.csv"
+TEST_RAW_FILE = "test_raw.csv"
 PREPROCESSOR_FILE = "preprocessor.joblib"
 
 
@@ -181,6 +186,7 @@ def preprocess(
     seed: int = 42,
     train_fraction: float = 0.7,
     validation_fraction: float = 0.15,
+    test_raw_dir: Path | None = None,
 ) -> dict[str, int]:
     """Run the whole step; returns the row counts of the splits and the number of features."""
     data = read_input(Path(input_path))
@@ -204,6 +210,12 @@ def preprocess(
         n_features = matrix.shape[1] - 1
         write_matrix(matrix, path)
         print(f"wrote {len(rows)} rows x {n_features} features (label first) to {path}")
+
+    if test_raw_dir is not None:
+        raw_path = Path(test_raw_dir) / TEST_RAW_FILE
+        raw_path.parent.mkdir(parents=True, exist_ok=True)
+        test[COLUMNS].to_csv(raw_path, index=False)
+        print(f"wrote the {len(test)} raw test rows (with a header) to {raw_path}")
 
     preprocessor_path = Path(preprocessor_dir) / PREPROCESSOR_FILE
     preprocessor_path.parent.mkdir(parents=True, exist_ok=True)
@@ -235,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--test", required=True, type=Path, help="output folder for test.csv")
     parser.add_argument(
         "--preprocessor", required=True, type=Path, help="output folder for preprocessor.joblib"
+    )
+    parser.add_argument(
+        "--test-raw", type=Path, help="output folder for test_raw.csv (raw rows, with a header)"
     )
     parser.add_argument("--seed", type=int, default=42, help="shuffle seed (default 42)")
     parser.add_argument(
@@ -268,6 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=args.seed,
         train_fraction=args.train_fraction,
         validation_fraction=args.validation_fraction,
+        test_raw_dir=args.test_raw,
     )
 
 

@@ -42,7 +42,7 @@ def full_run(preprocess_step, abalone_file, tmp_path_factory):
 def test_split_sizes_are_70_15_15(full_run, abalone_lines):
     out, counts = full_run
     n = len(abalone_lines)
-    assert counts["rows"] == n == 4177
+    assert counts["rows"] == n > 0
     lines = read_lines(out)
     sizes = {split: len(rows) for split, rows in lines.items()}
     assert sizes == {
