@@ -159,6 +159,8 @@ def _push_in_background(runtime: Runtime, run: RunRow) -> None:
 
 def push_in_background(runtime: Runtime, project_dir: str, prefix: str = "") -> None:
     """Send the runs' tracking records to MLflow from a detached process (never fails the run)."""
+    if not runtime.settings.tracking_auto_push:
+        return  # nothing to start: not even the pusher module is imported
     from modelyard.tracking.pusher import try_background_push
 
     warning = try_background_push(runtime.settings, project_dir)

@@ -3,7 +3,10 @@
 SQLite runs in WAL mode with a busy timeout and `BEGIN IMMEDIATE` transactions, so several
 processes on one machine can drive runs safely; PostgreSQL serves teams and several workers.
 Migrations run through Alembic, but only when the stored revision is behind: the common path is
-one cheap query, which keeps the CLI fast.
+one cheap query, which keeps the CLI fast. An empty database (a new project) gets the head schema
+from the table definitions directly and is stamped with the head revision, as Alembic's docs
+advise: importing Alembic and replaying every migration would cost a new project's first command
+a few hundred milliseconds (a test proves both ways give the same schema).
 """
 
 from __future__ import annotations
@@ -79,8 +82,40 @@ class Database:
         if self.current_revision() == HEAD_REVISION:
             return
         with self._migration_lock():
-            if self.current_revision() != HEAD_REVISION:
+            if self.current_revision() == HEAD_REVISION:
+                return
+            if self._is_empty():
+                self._create_head_schema()
+            else:
                 self._upgrade()
+
+    def _is_empty(self) -> bool:
+        from modelyard.store.schema import complete_metadata
+
+        with self.engine.connect() as conn:
+            existing = set(sa.inspect(conn).get_table_names())
+        return not existing & {*complete_metadata().tables, "alembic_version"}
+
+    def _create_head_schema(self) -> None:
+        from modelyard.store.schema import complete_metadata
+
+        version = sa.Table(  # the table Alembic keeps its revision in, as Alembic creates it
+            "alembic_version",
+            sa.MetaData(),
+            sa.Column("version_num", sa.String(32), nullable=False),
+            sa.PrimaryKeyConstraint("version_num", name="alembic_version_pkc"),
+        )
+        with (
+            self._reported(
+                sa.exc.DBAPIError,
+                "cannot create the metadata tables",
+                "check that the database (and schema) exist and the user may create tables",
+            ),
+            self.engine.begin() as conn,
+        ):
+            complete_metadata().create_all(conn)
+            version.create(conn)
+            conn.execute(version.insert().values(version_num=HEAD_REVISION))
 
     def _upgrade(self) -> None:
         from alembic import command
