@@ -64,6 +64,7 @@ def runtime(root: Path) -> Iterator[Runtime]:
 @pytest.fixture
 def starts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The project folders the background push was started for (no process is started)."""
+    monkeypatch.setenv("MODELYARD_TRACKING_AUTO_PUSH", "1")  # safe: the start is a fake
     started: list[str] = []
     monkeypatch.setattr(
         pusher, "start_background_push", lambda _settings, folder: started.append(str(folder))
@@ -181,6 +182,7 @@ def test_worker_and_watch_go_on_when_the_push_cannot_start(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(pusher, "start_background_push", broken)
+    monkeypatch.setenv("MODELYARD_TRACKING_AUTO_PUSH", "1")  # safe: the start always fails
     watch = cli(root, "watch", "--once")
     assert watch.code == 0 and "watch: run 1 (train) succeeded" in watch.out
     assert "watch: warning: cannot start the MLflow push" in watch.err
