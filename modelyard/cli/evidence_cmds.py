@@ -9,8 +9,9 @@ given, so `modelyard evidence 12` then a browser (or `--open`) shows it all.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from modelyard.cli.common import add_json_flag, print_json, project_name, runtime_for
 from modelyard.errors import NotFound
@@ -37,7 +38,7 @@ def execute(name: str, args: argparse.Namespace) -> int:
 
     runtime = runtime_for(args)
     project = project_name(args)
-    shown = []
+    shown: list[dict[str, Any]] = []
     refs = _version_refs(runtime, args.ref)
     for ref in refs:
         # resolved first: NAME@ALIAS and NAME name a folder by the version they point at
@@ -56,6 +57,7 @@ def execute(name: str, args: argparse.Namespace) -> int:
                 "folder": str(dest.resolve()),
                 "report": str(report),
                 "summary": summary,
+                "mlflow": _mlflow_links(runtime, project, detail.version.run_id, dest),
             }
         )
         if args.open:
@@ -68,7 +70,31 @@ def execute(name: str, args: argparse.Namespace) -> int:
     for item in shown:
         print(item["summary"].rstrip())
         print(f"\nreport: {item['report']}  ({item['version']} is {item['approval_status']})")
+        for role, link in item["mlflow"].items():
+            print(f"mlflow ({role}): {link['url'] or link['hint']}")
     return 0
+
+
+def _mlflow_links(
+    runtime: Runtime, project: str, run_id: int | None, folder: Path
+) -> dict[str, dict[str, Any]]:
+    """The MLflow runs of the candidate and the champion, as they are now (the report was
+    written before the candidate's run reached MLflow)."""
+    from modelyard.engine.service import tracking_link
+    from modelyard.registry import service
+    from modelyard.registry.evidence_build import EVIDENCE_JSON
+
+    runs = {"candidate": run_id}
+    record = json.loads((folder / EVIDENCE_JSON).read_text(encoding="utf-8"))
+    champion = (record.get("champion") or {}).get("ref")
+    if champion:
+        runs["champion"] = service.show_version(runtime, project, champion).version.run_id
+    links = {}
+    for role, rid in runs.items():
+        link = tracking_link(runtime, rid) if rid is not None else None
+        if link is not None:
+            links[role] = link.to_json()
+    return links
 
 
 def _version_refs(runtime: Runtime, ref: str) -> list[str]:

@@ -56,10 +56,12 @@ class ChampionSide:
     """The version the candidate's evidence compares with, as the child process needs it."""
 
     label: str  # "abalone/3 (@champion)"
+    ref: str  # "abalone/3"
     package: ArtifactRef
     metrics: dict[str, Any]
     params: dict[str, Any]
     lineage: dict[str, Any]
+    mlflow_run_url: str | None  # the page of its run on a tracking server, once pushed
 
 
 @dataclass(frozen=True)
@@ -178,6 +180,8 @@ class PreparedRegistration:
             package = store.materialize(side.package, workdir / "inputs" / "champion")
             champion = {
                 "label": side.label,
+                "ref": side.ref,
+                "mlflow_run_url": side.mlflow_run_url,
                 "package": str(package),
                 "metrics": side.metrics,
                 "params": side.params,
@@ -331,6 +335,7 @@ def _evaluation_input(
 def _champion(runtime: Runtime, project: str, model: str, alias: str) -> ChampionSide | None:
     """The version `alias` points at now, with its package's artifact ref; None if unset."""
     from modelyard.store import registry as rdb
+    from modelyard.tracking.records import tracking_link
 
     with runtime.db.begin() as conn:
         found = rdb.get_model(conn, project, model)
@@ -338,14 +343,19 @@ def _champion(runtime: Runtime, project: str, model: str, alias: str) -> Champio
         if version is None:
             return None
         package = db.get_artifact(conn, version.package_digest)
+        url = None
+        if version.run_id is not None:
+            url = tracking_link(conn, version.run_id, runtime.settings).url
     if package is None:  # recorded before artifacts were indexed: its kind and size are known
         package = ArtifactRef(version.package_digest, "dir", version.package_size)
     return ChampionSide(
         label=f"{model}/{version.version} (@{alias})",
+        ref=f"{model}/{version.version}",
         package=package,
         metrics=dict(version.metrics),
         params=dict(version.params),
         lineage=dict(version.lineage),
+        mlflow_run_url=url,
     )
 
 

@@ -77,7 +77,11 @@ def build_evidence(params: dict[str, Any], package: Path, out: Path) -> Evidence
         "rows": len(actuals),
         "actuals": actuals,
         "candidate": _side_json(evidence.candidate),
-        "champion": _side_json(evidence.champion) if evidence.champion else None,
+        "champion": (
+            _side_json(champion_side, champion.get("ref"))
+            if champion is not None and champion_side is not None
+            else None
+        ),
         "directions": dict(evidence.metric_directions),
         "notes": notes,
     }
@@ -171,9 +175,10 @@ def _side(info: dict[str, Any], predictions: list[float] | None) -> VersionEvide
     )
 
 
-def _side_json(side: VersionEvidence) -> dict[str, Any]:
+def _side_json(side: VersionEvidence, ref: str | None = None) -> dict[str, Any]:
     return {
         "label": side.label,
+        "ref": ref,
         "metrics": dict(side.metrics),
         "predictions": list(side.predictions) if side.predictions is not None else None,
     }

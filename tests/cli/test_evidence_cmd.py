@@ -59,7 +59,7 @@ pipelines:
           gate: [{{metric: mse, max: 6.0}}]
 """
 
-JSON_KEYS = {"version", "approval_status", "folder", "report", "summary"}
+JSON_KEYS = {"version", "approval_status", "folder", "report", "summary", "mlflow"}
 
 # MLflow's model loading warns about things that are not ours (versions, extra inputs).
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -82,6 +82,7 @@ def test_evidence_of_a_run_and_of_a_version(tmp_path: Path, cli: Callable[..., A
     summary = (folder / "summary.md").read_text()
     assert by_run.out == (
         summary.rstrip() + f"\n\nreport: {(folder / 'report.html').resolve()}  (toy/1 is pending)\n"
+        "mlflow (candidate): not pushed yet: modelyard tracking push\n"
     )
     assert summary.startswith("### Approval evidence for toy\n")
     assert "**Candidate:** candidate (run 1) · **Champion:** none (no champion yet)" in summary
@@ -118,6 +119,9 @@ def test_evidence_of_a_run_and_of_a_version(tmp_path: Path, cli: Callable[..., A
     assert fields["folder"] == str((tmp_path / "j").resolve())
     assert fields["report"] == str((tmp_path / "j" / "report.html").resolve())
     assert fields["summary"] == summary
+    # the candidate's MLflow run, as it is now; no champion was compared
+    assert set(fields["mlflow"]) == {"candidate"}
+    assert fields["mlflow"]["candidate"]["run_id"] is None
     # an alias names the default folder by the version it resolves to
     by_alias = cli(root, "evidence", "toy@champion", "--json")
     assert by_alias.code == 0, by_alias.err

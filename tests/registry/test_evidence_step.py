@@ -209,6 +209,7 @@ def test_the_approved_version_becomes_the_champion_the_next_evidence_compares_wi
     record = project.evidence("toy/2", dest)
     assert record["candidate"]["predictions"] == pytest.approx([3.0 * x for x in XS])
     assert record["champion"]["label"] == "toy/1 (@champion)"
+    assert record["champion"]["ref"] == "toy/1"  # for links to its run and version
     assert record["champion"]["metrics"] == {"mse": 1.0}
     assert record["champion"]["predictions"] == pytest.approx([2.0 * x for x in XS])
     assert record["actuals"] == YS and record["notes"] == []
