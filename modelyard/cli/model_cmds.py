@@ -114,6 +114,7 @@ def version_json(detail: VersionDetail, *, history: bool = False) -> dict[str, A
         "lineage": version.lineage,
         "gate": version.gate,
         "run_id": version.run_id,
+        "evidence": version.evidence_digest,
     }
     if history:
         data["history"] = [
@@ -258,6 +259,8 @@ def _describe(detail: VersionDetail, mlflow: str | None = None) -> str:
     lines.append(f"  lineage: {_lineage_text(version.lineage)}")
     if mlflow is not None:
         lines.append(f"  mlflow: {mlflow}")
+    if version.evidence_digest is not None:
+        lines.append(f"  evidence: modelyard evidence {detail.ref} (what the reviewer saw)")
     if version.params:
         lines.append("  params: " + ", ".join(f"{k}={v!r}" for k, v in version.params.items()))
     if version.tags:

@@ -43,6 +43,7 @@ MODEL_KEYS = {"name", "description", "created_at", "versions", "latest", "aliase
 VERSION_KEYS = {
     "model",
     "version",
+    "evidence",
     "ref",
     "description",
     "created_at",
@@ -101,6 +102,7 @@ def test_json_fields_are_stable(registered: Path, cli: Callable) -> None:
     assert set(shown["lineage"]) == LINEAGE_KEYS
     assert shown["lineage"]["run_id"] == shown["run_id"] == 2
     assert shown["lineage"]["project"] == "shop"
+    assert shown["evidence"] is None  # registered without evidence
     assert shown["gate"][0]["detail"] == "mse 4.0 <= 6.0"
     assert [h["kind"] for h in shown["history"]] == ["registered"]
     assert set(shown["history"][0]) == {"kind", "actor", "at", "message"}
