@@ -30,6 +30,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "watch": ("data_cmds", "poll data sources and run the pipelines their new versions trigger"),
     "tracking": ("tracking_cmds", "MLflow tracking: push pending records, show what waits"),
     "models": ("model_cmds", "model registry: versions, approvals, aliases, cards, packages"),
+    "serve": (
+        "serve_cmds",
+        "serve a model over HTTP (MLflow's scoring protocol, SageMaker's /ping)",
+    ),
 }
 
 

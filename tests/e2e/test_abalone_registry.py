@@ -18,19 +18,10 @@ import numpy as np
 import pytest
 
 from modelyard.cli.main import main
+from modelyard.testing.abalone import COLUMNS
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "abalone"
 RAW_ROW = ["M", 0.455, 0.365, 0.095, 0.514, 0.2245, 0.101, 0.15]
-COLUMNS = [
-    "sex",
-    "length",
-    "diameter",
-    "height",
-    "whole_weight",
-    "shucked_weight",
-    "viscera_weight",
-    "shell_weight",
-]
 
 pytestmark = [
     pytest.mark.slow,

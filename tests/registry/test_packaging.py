@@ -8,7 +8,6 @@ in-process, through `load_package`, and in a fresh process that cannot import mo
 from __future__ import annotations
 
 import ast
-import csv
 import json
 import os
 import shutil
@@ -16,7 +15,6 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,86 +34,23 @@ from modelyard.registry.packaging import (
     pinned_requirement,
 )
 from modelyard.store.artifacts import ArtifactStore
+from modelyard.testing.abalone import COLUMNS, Abalone, make_abalone
 
 REPO = Path(__file__).resolve().parents[2]
-EXAMPLE = REPO / "examples" / "abalone"
-COLUMNS = [
-    "sex",
-    "length",
-    "diameter",
-    "height",
-    "whole_weight",
-    "shucked_weight",
-    "viscera_weight",
-    "shell_weight",
-]
 SLICE_ROWS = 300
 
 # MLflow's input-example code trips a pandas 3 deprecation warning; it is not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:Operation with range is deprecated")
 
 
-@dataclass(frozen=True)
-class Abalone:
-    preprocessor: Path
-    booster: Path
-    raw_rows: list[list[str]]  # the 8 feature fields of CSV lines, as strings
-    frame: pd.DataFrame  # the same rows with typed columns
-
-    def expected(self, frame: pd.DataFrame | None = None) -> np.ndarray:
-        """Predictions made by hand: the preprocessor's transform, then the booster."""
-        import joblib  # type: ignore[import-untyped]
-        import xgboost
-
-        features = joblib.load(self.preprocessor).transform(self.frame if frame is None else frame)
-        booster = xgboost.Booster(model_file=str(self.booster))
-        return np.asarray(booster.predict(xgboost.DMatrix(np.asarray(features, dtype=float))))
-
-
-def _run_step(script: str, *args: str | Path) -> None:
-    """Run one of the example's step scripts, as a pipeline would: files in, files out."""
-    command = [sys.executable, str(EXAMPLE / "steps" / script), *map(str, args)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-
-
 @pytest.fixture(scope="module")
 def abalone(tmp_path_factory: pytest.TempPathFactory) -> Abalone:
-    root = tmp_path_factory.mktemp("abalone")
-    lines = (EXAMPLE / "data" / "abalone.data").read_text().splitlines()[:SLICE_ROWS]
-    data = root / "slice.data"
-    data.write_text("\n".join(lines) + "\n")
-    _run_step(
-        "preprocess.py",
-        "--input", data, "--train", root / "train", "--validation", root / "validation",
-        "--test", root / "test", "--preprocessor", root / "pre",
-    )  # fmt: skip
-    _run_step(
-        "train.py",
-        "--train", root / "train", "--validation", root / "validation", "--model", root / "model",
-        "--num-round", "5",
-    )  # fmt: skip
-    raw_rows = [fields[:8] for fields in csv.reader(lines[:40])]
-    frame = pd.DataFrame(raw_rows, columns=COLUMNS)
-    frame[COLUMNS[1:]] = frame[COLUMNS[1:]].astype(float)
-    return Abalone(
-        preprocessor=root / "pre" / "preprocessor.joblib",
-        booster=root / "model" / "xgboost-model.json",
-        raw_rows=raw_rows,
-        frame=frame,
-    )
+    return make_abalone(tmp_path_factory.mktemp("abalone"), rows=SLICE_ROWS)
 
 
 @pytest.fixture(scope="module")
 def package(abalone: Abalone, tmp_path_factory: pytest.TempPathFactory) -> PackageInfo:
-    return package_inference_pipeline(
-        tmp_path_factory.mktemp("packages") / "abalone-1",
-        preprocessor=abalone.preprocessor,
-        model=abalone.booster,
-        input_example=abalone.frame.head(3),
-        column_names=COLUMNS,
-        metadata={"model": "abalone", "version": 1},
-    )
+    return abalone.package(tmp_path_factory.mktemp("packages") / "abalone-1")
 
 
 @pytest.fixture

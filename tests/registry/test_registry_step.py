@@ -8,7 +8,6 @@ a slice of the abalone data, as tests/registry/test_packaging.py does.
 
 from __future__ import annotations
 
-import csv
 import shutil
 import subprocess
 import sys
@@ -29,21 +28,12 @@ from modelyard.store import registry_schema as rt
 from modelyard.store import runs as db
 from modelyard.store import schema as t
 from modelyard.store.runs import RunRow
+from modelyard.testing.abalone import COLUMNS, Abalone, make_abalone
 from modelyard.testing.projects import open_runtime, write_project
 from modelyard.testing.registry import FAKE_MODEL_STEP
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "abalone"
-COLUMNS = [
-    "sex",
-    "length",
-    "diameter",
-    "height",
-    "whole_weight",
-    "shucked_weight",
-    "viscera_weight",
-    "shell_weight",
-]
 
 MARK = """
 import sys
@@ -368,48 +358,10 @@ def test_lineage_names_the_git_commit_and_whether_the_tree_was_dirty(project: Pr
 # -- scenario S1: an inference pipeline from the registry predicts from raw rows ----------------
 
 
-@dataclass(frozen=True)
-class AbaloneFiles:
-    folder: Path  # pre/preprocessor.joblib and model/xgboost-model.json
-    raw_rows: list[list[str]]
-
-    def expected(self) -> np.ndarray:
-        """Predictions made by hand: the preprocessor's transform, then the booster."""
-        import joblib  # type: ignore[import-untyped]
-        import pandas as pd
-        import xgboost
-
-        frame = pd.DataFrame(self.raw_rows, columns=COLUMNS)
-        frame[COLUMNS[1:]] = frame[COLUMNS[1:]].astype(float)
-        features = joblib.load(self.folder / "pre" / "preprocessor.joblib").transform(frame)
-        booster = xgboost.Booster(model_file=str(self.folder / "model" / "xgboost-model.json"))
-        return np.asarray(booster.predict(xgboost.DMatrix(np.asarray(features, dtype=float))))
-
-
-def _run_step(script: str, *args: str | Path) -> None:
-    command = [sys.executable, str(EXAMPLE / "steps" / script), *map(str, args)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-
-
 @pytest.fixture(scope="module")
-def abalone_files(tmp_path_factory: pytest.TempPathFactory) -> AbaloneFiles:
+def abalone(tmp_path_factory: pytest.TempPathFactory) -> Abalone:
     """The example's preprocessor and booster, fit on a slice (a few boosting rounds)."""
-    root = tmp_path_factory.mktemp("abalone-slice")
-    lines = (EXAMPLE / "data" / "abalone.data").read_text().splitlines()[:300]
-    data = root / "slice.data"
-    data.write_text("\n".join(lines) + "\n")
-    _run_step(
-        "preprocess.py",
-        "--input", data, "--train", root / "train", "--validation", root / "validation",
-        "--test", root / "test", "--preprocessor", root / "pre",
-    )  # fmt: skip
-    _run_step(
-        "train.py",
-        "--train", root / "train", "--validation", root / "validation", "--model", root / "model",
-        "--num-round", "5",
-    )  # fmt: skip
-    return AbaloneFiles(root, [fields[:8] for fields in csv.reader(lines[:5])])
+    return make_abalone(tmp_path_factory.mktemp("abalone-slice"))
 
 
 S1 = """
@@ -436,19 +388,18 @@ pipelines:
 
 FIT = """
 import shutil, sys
-shutil.copytree(r"@FILES@/pre", sys.argv[1], dirs_exist_ok=True)
+shutil.copy(r"@PREPROCESSOR@", sys.argv[1])
 """
 
 
 def test_an_inference_pipeline_version_downloads_and_predicts_rings_from_raw_rows(
-    project: Project, abalone_files: AbaloneFiles, tmp_path: Path
+    project: Project, abalone: Abalone, tmp_path: Path
 ) -> None:
     import mlflow.pyfunc
-    import pandas as pd
 
-    project.write(S1, {"fit.py": FIT.replace("@FILES@", str(abalone_files.folder))})
+    project.write(S1, {"fit.py": FIT.replace("@PREPROCESSOR@", str(abalone.preprocessor))})
     (project.root / "files").mkdir()
-    shutil.copy(abalone_files.folder / "model" / "xgboost-model.json", project.root / "files")
+    shutil.copy(abalone.booster, project.root / "files")
 
     run = project.run()
 
@@ -461,9 +412,7 @@ def test_an_inference_pipeline_version_downloads_and_predicts_rings_from_raw_row
     dest = tmp_path / "downloaded"
     service.download(project.runtime, "toy", "abalone/1", dest)
     model = mlflow.pyfunc.load_model(str(dest))
-    frame = pd.DataFrame(abalone_files.raw_rows, columns=COLUMNS)
-    frame[COLUMNS[1:]] = frame[COLUMNS[1:]].astype(float)
-    predictions = np.asarray(model.predict(frame))
-    assert predictions.shape == (len(frame),)
-    assert np.allclose(predictions, abalone_files.expected())
+    predictions = np.asarray(model.predict(abalone.frame))
+    assert predictions.shape == (len(abalone.frame),)
+    assert np.allclose(predictions, abalone.expected())
     assert 3 < predictions.mean() < 20  # rings of abalone, not zeros

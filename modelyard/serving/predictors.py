@@ -1,0 +1,1275 @@
+"""Predictors: an MLflow model package loaded for serving, predicting from columns of values.
+
+`load_predictor(folder)` picks the fastest way to predict with a package that gives the same
+predictions as `mlflow.pyfunc.load_model(folder).predict(DataFrame)`:
+
+- modelyard's inference pipeline (a fitted scikit-learn preprocessor and an XGBoost booster, see
+  `modelyard/registry/pyfunc_models.py`): the fitted ColumnTransformer is compiled into a few
+  numpy operations per block of columns, and the booster predicts in place from that matrix. A
+  preprocessor with a part the compiler does not know runs as scikit-learn on a DataFrame built
+  once per batch, still with the native booster; `describe()` says which, and why.
+- MLflow `xgboost` and `sklearn` flavor packages of numeric inputs: the model itself, on a matrix
+  in the signature's column order (on a DataFrame only for scikit-learn estimators that select
+  columns by name, or inputs of several types).
+- anything else, or `native=False`: `mlflow.pyfunc.load_model(folder).predict(DataFrame)`.
+
+`Predictor.predict(columns, rows)` takes column name -> list of values (what the server parses
+from a request), ignores columns the model does not use, and returns one output per row. Input
+values follow the pipeline's own `to_frame`: in numeric columns numbers, numeric strings and
+booleans are numbers, and None, NaN and blank strings are missing values (NaN, which the
+preprocessor imputes); in categorical columns strings are stripped, and None, NaN and blank
+strings are missing values. (One deliberate difference: pyfunc's DataFrame keeps None as None in
+a column that holds nothing else, which scikit-learn does not impute; here a missing value is
+missing whatever the other rows of its batch hold, so micro-batching never changes a prediction.)
+
+Input the model refuses (a missing column, a value that is not a number, an unknown category
+where the encoder refuses them) raises `PredictError`, a ValueError naming the column where it
+can; load problems raise `ArtifactError`. mlflow, xgboost, scikit-learn and pandas are imported
+when a package is loaded, never when this module is.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+from modelyard.errors import ArtifactError
+
+# Private helpers of the packaging module: one reading of MLmodel files for all of modelyard.
+from modelyard.registry.packaging import (
+    _incomplete_error,
+    _missing_files,
+    _parse_signature,
+    _read_mlmodel,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = [
+    "KIND_PIPELINE",
+    "KIND_PYFUNC",
+    "KIND_SKLEARN",
+    "KIND_XGBOOST",
+    "PredictError",
+    "Predictor",
+    "load_predictor",
+]
+
+KIND_PIPELINE: Final = "native:inference-pipeline"
+KIND_XGBOOST: Final = "native:xgboost"
+KIND_SKLEARN: Final = "native:sklearn"
+KIND_PYFUNC: Final = "pyfunc"
+
+# As in modelyard/registry/pyfunc_models.py, which imports mlflow: a test keeps them equal.
+_CODE_MODEL_LOADER: Final = "mlflow.pyfunc.loaders.code_model"
+_PREPROCESSOR_ARTIFACT: Final = "preprocessor"
+_BOOSTER_ARTIFACT: Final = "booster"
+_CONFIG_ARTIFACT: Final = "pipeline"
+_CONFIG_FORMAT: Final = "modelyard-inference-pipeline/1"
+
+# MLflow signature types that the native flavor predictors take, as numpy dtypes.
+_NUMERIC_TYPES: Final[dict[str, np.dtype[Any]]] = {
+    "double": np.dtype(np.float64),
+    "float": np.dtype(np.float32),
+    "long": np.dtype(np.int64),
+    "integer": np.dtype(np.int32),
+    "boolean": np.dtype(np.bool_),
+}
+
+Floats = npt.NDArray[np.float64]
+Columns = Mapping[str, Sequence[Any]]
+
+
+class PredictError(ValueError):
+    """The input cannot be predicted: a column is missing or has the wrong number of values, a
+    value has the wrong type, or a category is unknown where the model refuses unknown ones. The
+    server answers 422; `column` names the column at fault where known."""
+
+    http_status = 422
+
+    def __init__(self, message: str, column: str | None = None) -> None:
+        super().__init__(message)
+        self.column = column
+
+
+class Predictor:
+    """A loaded model package. `columns` are the input columns it needs, in order, when known."""
+
+    kind: str = ""
+    columns: tuple[str, ...] | None = None
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def predict(self, columns: Columns, rows: int) -> npt.NDArray[Any]:
+        """One output per row: a 1-D float64 array for regressors, else what the model returns
+        (as an array). Extra columns are ignored."""
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """How this predictor predicts, for the server's health page and logs."""
+        return {
+            "kind": self.kind,
+            "path": str(self.path),
+            "columns": None if self.columns is None else list(self.columns),
+        }
+
+
+# -- input values -------------------------------------------------------------------------------
+
+
+class _Missing:
+    """A missing categorical value (None, NaN or a blank string in the input)."""
+
+    def __repr__(self) -> str:
+        return "<missing>"
+
+
+_MISSING: Final = _Missing()
+
+
+def _check_columns(columns: Columns, names: Sequence[str], rows: int) -> None:
+    if rows < 0:
+        raise PredictError(f"the number of rows must be 0 or more, got {rows}")
+    for name in names:
+        values = columns.get(name)
+        if values is None:
+            missing = [n for n in names if n not in columns]
+            raise PredictError(
+                f"the input lacks the column(s) {missing}; the model expects {list(names)}",
+                missing[0],
+            )
+        if len(values) != rows:
+            raise PredictError(f"column '{name}' has {len(values)} values for {rows} rows", name)
+
+
+def _number_matrix(columns: Columns, names: Sequence[str], *, finite: bool = True) -> Floats:
+    """A new (rows, len(names)) float64 matrix of the columns' values (Fortran-ordered: numpy,
+    scikit-learn and XGBoost take it as it is)."""
+    try:  # the common case: numbers (None is NaN) in one numpy call
+        matrix = np.array([columns[name] for name in names], dtype=np.float64)
+    except (ValueError, TypeError):  # blank strings, or a bad value to name
+        matrix = np.array([_numbers(columns[name], name) for name in names], dtype=np.float64)
+    matrix = matrix.T
+    # scikit-learn refuses infinities (NaN is a missing value); so do we, naming the column
+    if finite and np.isinf(matrix).any():
+        row, col = (int(i) for i in np.argwhere(np.isinf(matrix))[0])
+        raise PredictError(f"row {row + 1}: column '{names[col]}' is infinite", names[col])
+    return matrix
+
+
+def _numbers(values: Sequence[Any], name: str) -> list[float]:
+    return [_number(value, name, row) for row, value in enumerate(values, start=1)]
+
+
+def _number(value: Any, name: str, row: int) -> float:
+    if value is None:
+        return math.nan
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return math.nan  # an empty CSV field is a missing value, as in to_frame
+        try:
+            return float(text)
+        except ValueError:
+            pass
+    elif isinstance(value, int | float | np.number):
+        return float(value)
+    raise PredictError(f"row {row}: column '{name}' is not a number: {value!r}", name)
+
+
+def _category(value: Any) -> Any:
+    """A categorical value as to_frame leaves it: stripped, with _MISSING for missing ones."""
+    if isinstance(value, str):
+        value = value.strip()
+        return value if value else _MISSING
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return _MISSING
+    return value
+
+
+def _as_output(predictions: Any) -> npt.NDArray[Any]:
+    array = np.asarray(predictions)  # also DataFrames and Series
+    if array.dtype.kind == "f" and array.dtype != np.float64:
+        array = array.astype(np.float64)
+    return array
+
+
+# -- the compiled preprocessor: numpy operations, step by step as scikit-learn does them ---------
+
+
+class _Unsupported(Exception):
+    """The preprocessor has a part the compiler does not know (the message says which)."""
+
+
+class _NumericStep:
+    """An operation on a (rows, columns) float64 matrix, which it may change in place."""
+
+    def apply(self, x: Floats) -> Floats:
+        raise NotImplementedError
+
+    def sliced(self, start: int, stop: int) -> _NumericStep:
+        """The step for output columns [start, stop) only (steps after a ColumnTransformer)."""
+        raise _Unsupported(f"{self} after a ColumnTransformer")
+
+
+@dataclass(frozen=True)
+class _Elementwise(_NumericStep):
+    """x = op(x, value), value per column (or one scalar), in place as scikit-learn does it."""
+
+    name: str
+    op: Callable[..., Any]
+    value: Floats
+
+    def apply(self, x: Floats) -> Floats:
+        self.op(x, self.value, out=x)
+        return x
+
+    def sliced(self, start: int, stop: int) -> _NumericStep:
+        value = self.value if self.value.ndim == 0 else self.value[start:stop]
+        return _Elementwise(self.name, self.op, value)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class _FillNaN(_NumericStep):
+    """SimpleImputer on numbers: NaN -> the fitted statistic of its column."""
+
+    fill: Floats
+    strategy: str
+
+    def apply(self, x: Floats) -> Floats:
+        mask = np.isnan(x)
+        if mask.any():
+            np.copyto(x, self.fill, where=mask)  # the fill broadcasts over the rows
+        return x
+
+    def sliced(self, start: int, stop: int) -> _NumericStep:
+        return _FillNaN(self.fill[start:stop], self.strategy)
+
+    def __str__(self) -> str:
+        return f"impute({self.strategy})"
+
+
+@dataclass(frozen=True)
+class _Clip(_NumericStep):
+    low: float
+    high: float
+
+    def apply(self, x: Floats) -> Floats:
+        np.clip(x, self.low, self.high, out=x)
+        return x
+
+    def sliced(self, start: int, stop: int) -> _NumericStep:
+        return self
+
+    def __str__(self) -> str:
+        return "clip"
+
+
+@dataclass(frozen=True)
+class _KeepNumbers(_NumericStep):
+    """SimpleImputer drops the columns it saw no value of (keep_empty_features=False)."""
+
+    keep: npt.NDArray[np.intp]
+
+    def apply(self, x: Floats) -> Floats:
+        return x[:, self.keep]
+
+    def __str__(self) -> str:
+        return "drop-empty"
+
+
+class _CategoryStep:
+    """An imputer's operation on categorical values; the encoder after it applies it, value by
+    value (see _OneHot.encode_strings)."""
+
+
+@dataclass(frozen=True)
+class _FillMissingCategory(_CategoryStep):
+    fill: tuple[str, ...]
+    strategy: str
+
+    def __str__(self) -> str:
+        return f"impute({self.strategy})"
+
+
+@dataclass(frozen=True)
+class _KeepCategories(_CategoryStep):
+    keep: tuple[int, ...]
+
+    def __str__(self) -> str:
+        return "drop-empty"
+
+
+@dataclass(frozen=True)
+class _OneHot:
+    """OneHotEncoder (no drop, no infrequent categories): one 0/1 column per fitted category."""
+
+    names: tuple[str, ...]  # the encoder's input columns
+    lookups: tuple[dict[Any, int], ...]  # category -> index, per input column
+    offsets: tuple[int, ...]  # the first output column of each input column
+    width: int
+    strings: bool  # string categories (else numbers)
+    refuse_unknown: bool  # handle_unknown='error'
+    fills: tuple[str | None, ...] = ()  # what an imputer before the encoder fills in, per column
+
+    @cached_property
+    def fast(self) -> tuple[dict[Any, int], ...]:
+        """Raw input value -> index for the values that need no cleaning (stripped strings)."""
+        return tuple(
+            {k: i for k, i in lookup.items() if isinstance(k, str) and k and k == k.strip()}
+            for lookup in self.lookups
+        )
+
+    def encode_strings(self, columns: Columns, rows: int) -> Floats:
+        """Encode string columns straight from the input: most values are known categories, so
+        they are looked up as they are, and only the others are cleaned and imputed first."""
+        hot: list[int] = []  # flat indices of the ones
+        for j, name in enumerate(self.names):
+            fast, offset = self.fast[j], self.offsets[j]
+            for row, value in enumerate(columns[name]):
+                try:
+                    index = fast.get(value)
+                except TypeError:  # unhashable, e.g. a list
+                    index = None
+                if index is None:
+                    index = self._resolve(j, row, value)
+                    if index < 0:
+                        continue
+                hot.append(row * self.width + offset + index)
+        return self._ones(hot, rows)
+
+    def encode_numbers(self, x: Floats) -> Floats:
+        hot: list[int] = []
+        for j, column in enumerate(x.T.tolist()):
+            lookup, offset = self.lookups[j], self.offsets[j]
+            for row, value in enumerate(column):
+                index = lookup.get(value)
+                if index is None:
+                    index = self._unknown(j, row, value)
+                    if index < 0:
+                        continue
+                hot.append(row * self.width + offset + index)
+        return self._ones(hot, x.shape[0])
+
+    def _ones(self, hot: list[int], rows: int) -> Floats:
+        out = np.zeros((rows, self.width))
+        if hot:
+            out.reshape(-1)[hot] = 1.0
+        return out
+
+    def _resolve(self, j: int, row: int, raw: Any) -> int:
+        value = _category(raw)
+        if value is _MISSING and self.fills and self.fills[j] is not None:
+            value = self.fills[j]
+        try:
+            index = self.lookups[j].get(value)
+        except TypeError:  # unhashable
+            index = None
+        return self._unknown(j, row, value) if index is None else index
+
+    def _unknown(self, j: int, row: int, value: Any) -> int:
+        name = self.names[j]
+        missing = value is _MISSING or (isinstance(value, float) and math.isnan(value))
+        if missing and _MISSING in self.lookups[j]:
+            return self.lookups[j][_MISSING]  # scikit-learn's NaN category
+        if not missing and self.strings and not isinstance(value, str):
+            raise PredictError(f"row {row + 1}: column '{name}' must be a string, not {value!r}")
+        if self.refuse_unknown:
+            known = ", ".join(repr(k) for k in self.lookups[j] if k is not _MISSING)
+            what = "has no value" if missing else f"has the unknown category {value!r}"
+            raise PredictError(f"row {row + 1}: column '{name}' {what} (known: {known})", name)
+        return -1  # handle_unknown='ignore': all zeros
+
+    def __str__(self) -> str:
+        return f"one-hot({self.width})"
+
+
+_Op = _NumericStep | _CategoryStep | _OneHot
+
+
+@dataclass
+class _Block:
+    """The columns one transformer of the ColumnTransformer takes, and its compiled steps."""
+
+    label: str
+    inputs: tuple[str, ...]
+    categorical: bool  # the inputs are strings, which `encoder` encodes
+    chain: list[str]  # the steps, for describe()
+    before: list[_NumericStep] = field(default_factory=list)  # numbers, before any encoder
+    encoder: _OneHot | None = None
+    after: list[_NumericStep] = field(default_factory=list)  # on the encoder's output
+    start: int = 0
+    stop: int = 0
+
+    def run(self, columns: Columns, rows: int) -> Floats:
+        if self.categorical:
+            assert self.encoder is not None  # _assemble made sure
+            x = self.encoder.encode_strings(columns, rows)
+        else:
+            x = _number_matrix(columns, self.inputs)
+            for numeric in self.before:
+                x = numeric.apply(x)
+            if self.encoder is not None:
+                x = self.encoder.encode_numbers(x)
+        for numeric in self.after:
+            x = numeric.apply(x)
+        return x
+
+    def describe(self) -> str:
+        chain = " -> ".join(self.chain)
+        return f"{self.label}: {chain} ({', '.join(self.inputs)}) -> [{self.start}:{self.stop}]"
+
+
+@dataclass(frozen=True)
+class _CompiledTransform:
+    blocks: tuple[_Block, ...]
+    width: int
+
+    def __call__(self, columns: Columns, rows: int) -> Floats:
+        if len(self.blocks) == 1:
+            return self.blocks[0].run(columns, rows)
+        return np.concatenate([block.run(columns, rows) for block in self.blocks], axis=1)
+
+    def describe(self) -> list[str]:
+        return [block.describe() for block in self.blocks]
+
+
+def _compile(preprocessor: Any, columns: Sequence[str]) -> _CompiledTransform:
+    """The fitted preprocessor as numpy operations; _Unsupported if a part is not known."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+
+    fitted_on = getattr(preprocessor, "feature_names_in_", None)
+    names = [str(c) for c in fitted_on] if fitted_on is not None else list(columns)
+    if not set(names) <= set(columns):
+        raise _Unsupported(f"the preprocessor takes columns that are not inputs: {names}")
+    root, rest = preprocessor, []
+    if type(root) is Pipeline:
+        steps = [step for _, step in root.steps if not _is_passthrough(step)]
+        if steps and type(steps[0]) is ColumnTransformer:
+            root, rest = steps[0], steps[1:]
+    if type(root) is ColumnTransformer:
+        blocks = _column_transformer_blocks(root, names)
+    else:
+        blocks = [_assemble("preprocessor", names, _chain_ops(root, names))]
+    width = _place(blocks)
+    for estimator in rest:  # e.g. a scaler over the whole ColumnTransformer output
+        for op in _chain_ops(estimator, [f"x{i}" for i in range(width)]):
+            if not isinstance(op, _NumericStep):
+                raise _Unsupported(f"{op} after a ColumnTransformer")
+            for block in blocks:
+                block.after.append(op.sliced(block.start, block.stop))
+                block.chain.append(str(op))
+    return _CompiledTransform(tuple(blocks), width)
+
+
+def _place(blocks: list[_Block]) -> int:
+    start = 0
+    for block in blocks:
+        block.start, start = start, start + (block.stop - block.start)
+        block.stop = start
+    return start
+
+
+def _column_transformer_blocks(ct: Any, names: list[str]) -> list[_Block]:
+    weights = ct.transformer_weights or {}
+    widths = getattr(ct, "output_indices_", {})
+    blocks = []
+    for label, transformer, spec in ct.transformers_:
+        if _is_drop(transformer):
+            continue
+        inputs = _resolve_columns(spec, names)
+        if not inputs:
+            continue  # no columns: no output
+        ops = [] if _is_passthrough(transformer) else _chain_ops(transformer, inputs)
+        if weights.get(label) is not None:
+            weight = np.asarray(weights[label], dtype=np.float64)  # one scalar for the block
+            ops.append(_Elementwise("weight", np.multiply, weight))
+        block = _assemble(str(label), inputs, ops)
+        expected = widths.get(label)
+        if expected is not None and expected.stop - expected.start != block.stop:
+            raise _Unsupported(f"the output width of '{label}' is not what the compiler makes")
+        blocks.append(block)
+    if not blocks:
+        raise _Unsupported("the ColumnTransformer outputs no columns")
+    return blocks
+
+
+def _resolve_columns(spec: Any, names: list[str]) -> list[str]:
+    """A ColumnTransformer's column selection as column names (in selection order)."""
+    if isinstance(spec, str):
+        selected: list[Any] = [spec]
+    elif isinstance(spec, int | np.integer) and not isinstance(spec, bool):
+        selected = [int(spec)]
+    elif isinstance(spec, list | tuple | np.ndarray) or type(spec).__name__ == "Index":
+        selected = list(spec)
+    else:  # slices, callables
+        raise _Unsupported(f"a column selection {spec!r}")
+    if selected and all(isinstance(s, bool | np.bool_) for s in selected):
+        return [name for name, keep in zip(names, selected, strict=True) if keep]
+    resolved = []
+    for item in selected:
+        if isinstance(item, str) and item in names:
+            resolved.append(item)
+        elif isinstance(item, int | np.integer) and not isinstance(item, bool):
+            resolved.append(names[int(item)])
+        else:
+            raise _Unsupported(f"a column selection {spec!r}")
+    return resolved
+
+
+def _is_drop(transformer: Any) -> bool:
+    return isinstance(transformer, str) and transformer == "drop"
+
+
+def _is_passthrough(transformer: Any) -> bool:
+    from sklearn.preprocessing import FunctionTransformer
+
+    if transformer is None or (isinstance(transformer, str) and transformer == "passthrough"):
+        return True
+    # A fitted ColumnTransformer keeps 'passthrough' as an identity FunctionTransformer.
+    return (
+        type(transformer) is FunctionTransformer
+        and transformer.func is None
+        and transformer.inverse_func is None
+    )
+
+
+def _chain_ops(estimator: Any, inputs: list[str]) -> list[_Op]:
+    """The operations of a transformer (or Pipeline of them) on `inputs`, in order."""
+    from sklearn.pipeline import Pipeline
+
+    ops: list[_Op] = []
+    names: list[str] | None = list(inputs)  # None once encoded
+    width = len(inputs)
+    parts = [estimator]
+    while parts:
+        part = parts.pop(0)
+        if type(part) is Pipeline:
+            parts[:0] = [step for _, step in part.steps]
+            continue
+        if _is_passthrough(part):
+            continue
+        new, names, width = _leaf_ops(part, names, width)
+        ops += new
+    return ops
+
+
+def _leaf_ops(
+    est: Any, names: list[str] | None, width: int
+) -> tuple[list[_Op], list[str] | None, int]:
+    from sklearn.impute import SimpleImputer
+    from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, StandardScaler
+
+    kind = type(est)  # exact types: a subclass may transform differently
+    if kind is SimpleImputer:
+        ops, keep = _imputer_ops(est, width)
+        if names is not None and keep is not None:
+            names = [names[i] for i in keep]
+        return ops, names, width if keep is None else len(keep)
+    if kind is StandardScaler:
+        ops = []
+        if est.with_mean:
+            ops.append(_Elementwise("center", np.subtract, _vector(est.mean_, width, est)))
+        if est.with_std:
+            ops.append(_Elementwise("scale", np.divide, _vector(est.scale_, width, est)))
+        return ops, names, width
+    if kind is MinMaxScaler:
+        ops = [
+            _Elementwise("minmax-scale", np.multiply, _vector(est.scale_, width, est)),
+            _Elementwise("minmax-shift", np.add, _vector(est.min_, width, est)),
+        ]
+        if est.clip:
+            ops.append(_Clip(float(est.feature_range[0]), float(est.feature_range[1])))
+        return ops, names, width
+    if kind is OneHotEncoder:
+        encoder = _one_hot(est, names, width)
+        return [encoder], None, encoder.width
+    raise _Unsupported(f"{kind.__name__} is not one the compiler knows")
+
+
+def _vector(values: Any, width: int, est: Any) -> Floats:
+    array = np.asarray(values, dtype=np.float64)
+    if array.shape != (width,):
+        raise _Unsupported(f"{type(est).__name__} has {array.size} parameters for {width} columns")
+    return array
+
+
+def _imputer_ops(imputer: Any, width: int) -> tuple[list[_Op], list[int] | None]:
+    """SimpleImputer.transform: drop the columns without a statistic, then fill the missing."""
+    if imputer.add_indicator:
+        raise _Unsupported("SimpleImputer(add_indicator=True)")
+    missing = imputer.missing_values
+    if not (isinstance(missing, float) and math.isnan(missing)):
+        raise _Unsupported(f"SimpleImputer(missing_values={missing!r})")
+    statistics = np.asarray(imputer.statistics_)
+    if statistics.shape != (width,):
+        raise _Unsupported(f"SimpleImputer has {statistics.size} statistics for {width} columns")
+    # strings or numbers: the dtype seen in fit (a constant's statistics are objects either way)
+    fit_dtype = getattr(imputer, "_fit_dtype", None)
+    if fit_dtype is not None:
+        categorical = np.dtype(fit_dtype).kind == "O"
+    else:
+        categorical = any(isinstance(value, str) for value in statistics)
+    # transform casts the statistics to that dtype (the most frequent of ints is an int)
+    fill_dtype = getattr(imputer, "_fill_dtype", None) or statistics.dtype
+    keep: list[int] | None = None
+    if not imputer.keep_empty_features:
+        empty = statistics != statistics  # NaN, also in object arrays
+        if empty.any():
+            keep = [int(i) for i in np.flatnonzero(~empty)]
+            statistics = statistics[keep]
+    fill = statistics.astype(fill_dtype)
+    strategy = str(imputer.strategy)
+    ops: list[_Op] = []
+    if categorical:
+        if not all(isinstance(value, str) for value in fill):
+            raise _Unsupported("SimpleImputer on categories with a fill value that is no string")
+        if keep is not None:
+            ops.append(_KeepCategories(tuple(keep)))
+        ops.append(_FillMissingCategory(tuple(str(v) for v in fill), strategy))
+    else:
+        if keep is not None:
+            ops.append(_KeepNumbers(np.asarray(keep, dtype=np.intp)))
+        ops.append(_FillNaN(fill.astype(np.float64), strategy))
+    return ops, keep
+
+
+def _one_hot(encoder: Any, names: list[str] | None, width: int) -> _OneHot:
+    if names is None:
+        raise _Unsupported("a OneHotEncoder after another OneHotEncoder")
+    if getattr(encoder, "drop_idx_", None) is not None:
+        raise _Unsupported(f"OneHotEncoder(drop={encoder.drop!r})")
+    if getattr(encoder, "_infrequent_enabled", False):
+        raise _Unsupported("OneHotEncoder with infrequent categories")
+    if encoder.handle_unknown not in ("ignore", "error"):
+        raise _Unsupported(f"OneHotEncoder(handle_unknown={encoder.handle_unknown!r})")
+    if np.dtype(encoder.dtype) != np.float64:
+        raise _Unsupported(f"OneHotEncoder(dtype={encoder.dtype!r})")
+    if len(encoder.categories_) != width:
+        raise _Unsupported(f"OneHotEncoder has categories for {len(encoder.categories_)} columns")
+    kinds = {np.asarray(c).dtype.kind for c in encoder.categories_}
+    strings = kinds <= {"O", "U"}
+    if not strings and not kinds <= {"f", "i", "u"}:
+        raise _Unsupported("OneHotEncoder with categories that are neither strings nor numbers")
+    lookups, offsets = [], []
+    offset = 0
+    for categories in encoder.categories_:
+        lookups.append(_category_lookup(list(categories), strings))
+        offsets.append(offset)
+        offset += len(categories)
+    return _OneHot(
+        names=tuple(names),
+        lookups=tuple(lookups),
+        offsets=tuple(offsets),
+        width=offset,
+        strings=strings,
+        refuse_unknown=encoder.handle_unknown == "error",
+    )
+
+
+def _category_lookup(categories: list[Any], strings: bool) -> dict[Any, int]:
+    lookup: dict[Any, int] = {}
+    for index, category in enumerate(categories):
+        if isinstance(category, float) and math.isnan(category):
+            lookup[_MISSING] = index  # scikit-learn's category of missing values
+        elif strings and isinstance(category, str):
+            lookup[category] = index
+        elif not strings and isinstance(category, int | float | np.number):
+            lookup[float(category)] = index
+        else:
+            raise _Unsupported(f"OneHotEncoder with the category {category!r}")
+    return lookup
+
+
+def _assemble(label: str, inputs: list[str], ops: list[_Op]) -> _Block:
+    """A block from its ops, checking that they chain: categories are encoded, numbers stay."""
+    first = ops[0] if ops else None
+    categorical = isinstance(first, _CategoryStep) or (isinstance(first, _OneHot) and first.strings)
+    chain = [str(op) for op in ops] or ["passthrough"]
+    block = _Block(label, tuple(inputs), categorical, chain)
+    fills: list[str | None] = [None] * len(inputs)  # imputed strings, folded into the encoder
+    for op in ops:
+        if block.encoder is not None:
+            if not isinstance(op, _NumericStep):
+                raise _Unsupported(f"{op} after a OneHotEncoder")
+            block.after.append(op)
+        elif isinstance(op, _OneHot):
+            if op.strings != categorical:
+                raise _Unsupported("a OneHotEncoder of strings on numbers, or the reverse")
+            block.encoder = replace(op, fills=tuple(fills)) if categorical else op
+        elif isinstance(op, _KeepCategories) and categorical:
+            fills = [fills[i] for i in op.keep]
+        elif isinstance(op, _FillMissingCategory) and categorical:
+            # a value filled in is no longer missing: a second imputer changes nothing
+            fills = [
+                old if old is not None else new for old, new in zip(fills, op.fill, strict=True)
+            ]
+        elif isinstance(op, _NumericStep) and not categorical:
+            block.before.append(op)
+        else:
+            raise _Unsupported(f"{op} on {'categories' if categorical else 'numbers'}")
+    if categorical and block.encoder is None:
+        raise _Unsupported(f"'{label}' outputs strings, not numbers")
+    block.stop = _width(inputs, ops)
+    return block
+
+
+def _width(inputs: list[str], ops: list[_Op]) -> int:
+    width = len(inputs)
+    for op in ops:
+        if isinstance(op, _OneHot):
+            width = op.width
+        elif isinstance(op, _KeepNumbers | _KeepCategories):
+            width = len(op.keep)
+    return width
+
+
+# -- scikit-learn on a DataFrame: the fallback for preprocessors the compiler does not know -------
+
+
+@dataclass(frozen=True)
+class _SklearnTransform:
+    preprocessor: Any
+    columns: tuple[str, ...]
+    numeric: frozenset[str]
+
+    def __call__(self, columns: Columns, rows: int) -> Floats:
+        frame = self.frame(columns)
+        try:
+            features = self.preprocessor.transform(frame)
+        except (ValueError, TypeError) as exc:  # unknown categories, values of a wrong type
+            raise PredictError(f"the preprocessor refuses the input: {exc}") from None
+        if hasattr(features, "toarray"):  # a sparse matrix
+            features = features.toarray()
+        return np.asarray(features, dtype=np.float64)
+
+    def frame(self, columns: Columns) -> pd.DataFrame:
+        """The input as the pipeline's to_frame makes it (numbers parsed, blanks missing)."""
+        import pandas as pd
+
+        data: dict[str, Any] = {}
+        for name in self.columns:
+            if name in self.numeric:
+                data[name] = _number_matrix(columns, [name], finite=False)[:, 0]
+            else:
+                values = [_category(v) for v in columns[name]]
+                data[name] = np.array(
+                    [math.nan if v is _MISSING else v for v in values], dtype=object
+                )
+        return pd.DataFrame(data, columns=list(self.columns))
+
+
+# -- predictors ---------------------------------------------------------------------------------
+
+
+class _PipelinePredictor(Predictor):
+    """modelyard's inference pipeline: the preprocessor's features, then the native booster."""
+
+    kind = KIND_PIPELINE
+
+    def __init__(
+        self,
+        path: Path,
+        columns: Sequence[str],
+        transform: _CompiledTransform | _SklearnTransform,
+        booster: Any,
+        details: dict[str, Any],
+    ) -> None:
+        super().__init__(path)
+        self.columns = tuple(columns)
+        self._transform = transform
+        self._booster = booster
+        self._details = details
+
+    def features(self, columns: Columns, rows: int) -> Floats:
+        """The preprocessed feature matrix, as the booster takes it."""
+        assert self.columns is not None
+        _check_columns(columns, self.columns, rows)
+        return self._transform(columns, rows)
+
+    def predict(self, columns: Columns, rows: int) -> npt.NDArray[Any]:
+        assert self.columns is not None
+        _check_columns(columns, self.columns, rows)
+        if rows == 0:
+            return np.empty(0)
+        features = self._transform(columns, rows)
+        # the width was checked at load time; like pyfunc's Booster.predict: all trees, NaN missing
+        predictions = self._booster.inplace_predict(features, validate_features=False)
+        return np.asarray(predictions, dtype=np.float64).reshape(-1)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), **self._details}
+
+
+class _XGBoostPredictor(Predictor):
+    """An MLflow xgboost flavor package: the model on a float matrix in its column order."""
+
+    kind = KIND_XGBOOST
+
+    def __init__(self, path: Path, model: Any, columns: Sequence[str], details: dict[str, Any]):
+        import xgboost
+
+        super().__init__(path)
+        self.columns = tuple(columns)
+        self._details = details
+        # a Booster predicts in place (what its pyfunc's predict(DMatrix) computes); the
+        # scikit-learn API models keep their own predict (best iteration, class labels)
+        if isinstance(model, xgboost.Booster):
+            self._predict: Callable[..., Any] = model.inplace_predict
+        else:
+            self._predict = model.predict
+
+    def predict(self, columns: Columns, rows: int) -> npt.NDArray[Any]:
+        assert self.columns is not None
+        _check_columns(columns, self.columns, rows)
+        if rows == 0:
+            return np.empty(0)
+        matrix = _number_matrix(columns, self.columns, finite=False)
+        return _as_output(self._predict(matrix, validate_features=False))
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), **self._details}
+
+
+class _SklearnPredictor(Predictor):
+    """An MLflow sklearn flavor package: the estimator's predict function on a matrix, or on a
+    DataFrame typed as MLflow's schema enforcement types it (for columns of different types, or
+    when the estimator needs its columns' names)."""
+
+    kind = KIND_SKLEARN
+
+    def __init__(
+        self,
+        path: Path,
+        method: Callable[[Any], Any],
+        columns: Sequence[tuple[str, np.dtype[Any]]],
+        *,
+        use_frame: bool,
+        details: dict[str, Any],
+    ) -> None:
+        super().__init__(path)
+        self._names = tuple(name for name, _ in columns)
+        self.columns = self._names
+        self.use_frame = use_frame
+        self._types = tuple(columns)
+        self._method = method
+        self._all_double = all(dtype == np.float64 for _, dtype in columns)
+        self._details = details
+
+    def predict(self, columns: Columns, rows: int) -> npt.NDArray[Any]:
+        assert self.columns is not None
+        _check_columns(columns, self.columns, rows)
+        if rows == 0:
+            return np.empty(0)
+        try:
+            if self.use_frame:
+                return _as_output(self._method(self._frame(columns)))
+            with warnings.catch_warnings():
+                # fit on a DataFrame, it warns of a matrix: the load-time check made it safe
+                warnings.filterwarnings("ignore", _NO_NAMES_WARNING, UserWarning)
+                return _as_output(self._method(self._matrix(columns)))
+        except ValueError as exc:  # scikit-learn's input checks (NaN, infinity, categories)
+            raise PredictError(f"the model refuses the input: {exc}") from None
+
+    def _frame(self, columns: Columns) -> pd.DataFrame:
+        import pandas as pd
+
+        typed = {name: _typed(columns[name], dtype, name) for name, dtype in self._types}
+        return pd.DataFrame(typed, columns=list(self._names))
+
+    def _matrix(self, columns: Columns) -> npt.NDArray[Any]:
+        if self._all_double:
+            return _number_matrix(columns, self._names, finite=False)
+        return np.column_stack([_typed(columns[n], t, n) for n, t in self._types])
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), **self._details, "input": self._input()}
+
+    def _input(self) -> str:
+        return "DataFrame" if self.use_frame else "matrix"
+
+
+_NO_NAMES_WARNING: Final = "X does not have valid feature names"
+
+
+def _typed(values: Sequence[Any], dtype: np.dtype[Any], name: str) -> npt.NDArray[Any]:
+    """A column as MLflow's schema enforcement types it (integers must be whole numbers)."""
+    if dtype.kind == "b":
+        array = np.asarray(values)
+        if array.dtype.kind != "b":
+            raise PredictError(f"column '{name}' must hold true/false values", name)
+        return array
+    numbers = _number_matrix({name: values}, [name], finite=False)[:, 0]
+    if dtype.kind == "f":
+        return numbers.astype(dtype)
+    whole = np.isfinite(numbers) & (numbers == np.round(numbers))
+    if not whole.all():
+        row = int(np.flatnonzero(~whole)[0])
+        raise PredictError(
+            f"row {row + 1}: column '{name}' must be a whole number, not {values[row]!r}", name
+        )
+    return numbers.astype(dtype)
+
+
+class _PyfuncPredictor(Predictor):
+    """Any package: `mlflow.pyfunc` predicting from a DataFrame of the columns."""
+
+    kind = KIND_PYFUNC
+
+    def __init__(self, path: Path, loaded: Any, reason: str | None) -> None:
+        from mlflow.exceptions import MlflowException
+
+        super().__init__(path)
+        self._pyfunc = loaded.pyfunc
+        names = loaded.input_names
+        self.columns = None if names is None else tuple(names)
+        self._schema_error = MlflowException
+        self._reason = reason
+
+    def predict(self, columns: Columns, rows: int) -> npt.NDArray[Any]:
+        import pandas as pd
+
+        # the signature's columns that the input has (MLflow itself refuses missing required ones)
+        names = list(columns) if self.columns is None else [c for c in self.columns if c in columns]
+        _check_columns(columns, names, rows)
+        if rows == 0:
+            return np.empty(0)
+        frame = pd.DataFrame({name: list(columns[name]) for name in names}, columns=names)
+        try:
+            return _as_output(self._pyfunc.predict(frame))
+        except self._schema_error as exc:  # MLflow's schema check refused the input
+            raise PredictError(f"invalid model input: {exc.message}") from None
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "native_fallback": self._reason}
+
+
+# -- loading ------------------------------------------------------------------------------------
+
+
+class _NotNative(Exception):
+    """The package has no native predictor (the message says why): use pyfunc."""
+
+
+def load_predictor(folder: Path, *, native: bool = True, nthread: int = 1) -> Predictor:
+    """The predictor of the MLflow model package in `folder` (see the module docstring).
+
+    `native=False` always predicts through mlflow.pyfunc. `nthread` is XGBoost's threads per
+    prediction: 1 is fastest for one or a few rows, and leaves the other cores to the server
+    (more threads gain about 10% from 256 rows on, measured on 2 cores; a server scales out
+    with processes). A missing, damaged or unloadable package raises ArtifactError.
+    """
+    folder = Path(folder)
+    doc = _read_mlmodel(folder)
+    missing = _missing_files(folder, doc)
+    if missing:
+        raise _incomplete_error(folder, missing)
+    if not native:
+        return _load_pyfunc(folder, None)
+    flavors: dict[str, Any] = doc["flavors"]
+    try:
+        if _is_inference_pipeline(flavors):
+            return _load_pipeline(folder, doc, nthread)
+        if isinstance(flavors.get("xgboost"), dict):
+            return _load_xgboost(folder, doc, nthread)
+        if isinstance(flavors.get("sklearn"), dict):
+            return _load_sklearn(folder, doc)
+        raise _NotNative(f"no native predictor for the flavor(s) {', '.join(map(str, flavors))}")
+    except _NotNative as exc:
+        return _load_pyfunc(folder, str(exc))
+    except ImportError as exc:  # xgboost or scikit-learn not installed
+        from modelyard.registry.packaging import _load_error
+
+        raise _load_error(folder, exc) from exc
+
+
+def _load_pyfunc(folder: Path, reason: str | None) -> Predictor:
+    from modelyard.registry.packaging import load_package
+
+    return _PyfuncPredictor(folder, load_package(folder), reason)
+
+
+def _is_inference_pipeline(flavors: Mapping[str, Any]) -> bool:
+    conf = flavors.get("python_function")
+    if not isinstance(conf, dict) or conf.get("loader_module") != _CODE_MODEL_LOADER:
+        return False
+    artifacts = conf.get("artifacts")
+    wanted = {_PREPROCESSOR_ARTIFACT, _BOOSTER_ARTIFACT, _CONFIG_ARTIFACT}
+    return isinstance(artifacts, dict) and wanted <= set(artifacts)
+
+
+def _artifact_path(folder: Path, flavors: Mapping[str, Any], name: str) -> Path:
+    entry = flavors["python_function"]["artifacts"][name]
+    if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+        raise ArtifactError(
+            f"the MLmodel file names no path for the artifact '{name}'",
+            where=str(folder / "MLmodel"),
+            hint="the package is damaged; materialize it again from the artifact store",
+        )
+    return folder / str(entry["path"])
+
+
+def _load_pipeline(folder: Path, doc: Mapping[str, Any], nthread: int) -> Predictor:
+    flavors = doc["flavors"]
+    config_path = _artifact_path(folder, flavors, _CONFIG_ARTIFACT)
+    columns, numeric = _read_config(config_path)
+    preprocessor = _load_preprocessor(_artifact_path(folder, flavors, _PREPROCESSOR_ARTIFACT))
+    booster_path = _artifact_path(folder, flavors, _BOOSTER_ARTIFACT)
+    booster = _load_booster(booster_path, nthread)
+    fallback = _SklearnTransform(preprocessor, tuple(columns), frozenset(numeric))
+    transform: _CompiledTransform | _SklearnTransform = fallback
+    reason: str | None = None
+    try:
+        compiled = _compile(preprocessor, columns)
+        reason = _verify(compiled, fallback, _probes(folder, doc, columns))
+        if reason is None:
+            transform = compiled
+    except _Unsupported as exc:
+        reason = str(exc)
+    width = transform.width if isinstance(transform, _CompiledTransform) else None
+    if width is not None and width != booster.num_features():
+        raise ArtifactError(
+            f"the preprocessor makes {width} features but the booster expects "
+            f"{booster.num_features()}: they do not come from the same training run",
+            where=str(booster_path),
+            hint="package the preprocessor and the model of one training run",
+        )
+    details = {
+        "transform": "compiled" if reason is None else "scikit-learn",
+        "fallback": reason,
+        "features": width,
+        "steps": transform.describe() if isinstance(transform, _CompiledTransform) else None,
+        "preprocessor": type(preprocessor).__name__,
+        "nthread": nthread,
+    }
+    return _PipelinePredictor(folder, columns, transform, booster, details)
+
+
+def _read_config(path: Path) -> tuple[list[str], list[str]]:
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(config, dict):
+            raise ValueError("not a JSON object")
+        if config.get("format") != _CONFIG_FORMAT:  # another version of the pipeline code
+            raise _NotNative(f"pipeline config format {config.get('format')!r} is not known")
+        columns = [str(c) for c in config["columns"]]
+        numeric = [str(c) for c in config["numeric_columns"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ArtifactError(
+            f"invalid pipeline config: {exc}",
+            where=str(path),
+            hint="the package is damaged; materialize it again from the artifact store",
+        ) from exc
+    return columns, numeric
+
+
+def _load_preprocessor(path: Path) -> Any:
+    import joblib  # type: ignore[import-untyped]
+
+    try:
+        preprocessor = joblib.load(path)
+    except Exception as exc:  # unpickling raises anything: EOFError, KeyError, ImportError...
+        raise ArtifactError(
+            f"cannot load the preprocessor: {type(exc).__name__}: {exc}",
+            where=str(path),
+            hint="the package is damaged or needs other library versions (see its "
+            "requirements.txt); materialize it again, or package the model again",
+        ) from exc
+    if not callable(getattr(preprocessor, "transform", None)):
+        raise ArtifactError(
+            f"the preprocessor file holds a {type(preprocessor).__name__}, not a fitted "
+            "transformer",
+            where=str(path),
+            hint="package the preprocessor.joblib written by the training pipeline",
+        )
+    return preprocessor
+
+
+def _load_booster(path: Path, nthread: int) -> Any:
+    import xgboost
+
+    try:
+        booster = xgboost.Booster(model_file=str(path))
+    except xgboost.core.XGBoostError as exc:
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise ArtifactError(
+            f"cannot load the XGBoost model: {first}",
+            where=str(path),
+            hint="the package is damaged; materialize it again from the artifact store",
+        ) from exc
+    booster.set_param({"nthread": nthread})
+    return booster
+
+
+def _probes(folder: Path, doc: Mapping[str, Any], columns: list[str]) -> list[dict[str, list[Any]]]:
+    """Rows to check the compiled transform against scikit-learn's: the package's input example
+    and a row of missing values."""
+    probes = [{name: [None] for name in columns}]
+    example = _input_example(folder, doc)
+    if example is not None and all(name in example for name in columns):
+        probes.insert(0, example)
+    return probes
+
+
+def _input_example(folder: Path, doc: Mapping[str, Any]) -> dict[str, list[Any]] | None:
+    info = doc.get("saved_input_example_info")
+    if not isinstance(info, dict) or info.get("type") != "dataframe":
+        return None
+    try:
+        data = json.loads((folder / str(info["artifact_path"])).read_text(encoding="utf-8"))
+        if info.get("pandas_orient", "split") == "split":
+            names, rows = data["columns"], data["data"]
+            return {str(n): [row[i] for row in rows] for i, n in enumerate(names)}
+        if isinstance(data, list) and data and all(isinstance(r, dict) for r in data):
+            return {str(n): [r.get(n) for r in data] for n in data[0]}
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        pass  # the example is only a check; the package may lack it
+    return None
+
+
+def _verify(
+    compiled: _CompiledTransform, reference: _SklearnTransform, probes: list[dict[str, list[Any]]]
+) -> str | None:
+    """Why the compiled transform cannot be trusted, or None when it makes what scikit-learn
+    makes on the probes (a guard against scikit-learn versions that transform differently)."""
+    for probe in probes:
+        rows = len(next(iter(probe.values())))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                expected = reference(probe, rows)
+        except (ValueError, TypeError):
+            continue  # e.g. a missing value where the encoder refuses unknown categories
+        try:
+            got = compiled(probe, rows)
+        except PredictError as exc:
+            return f"the compiled transform refuses rows that scikit-learn takes: {exc}"
+        same = got.shape == expected.shape and np.allclose(
+            got, expected, rtol=1e-12, atol=1e-12, equal_nan=True
+        )
+        if not same:
+            return "the compiled transform differs from scikit-learn's on the input example"
+    return None
+
+
+def _signature_columns(folder: Path, doc: Mapping[str, Any]) -> list[tuple[str, str]] | None:
+    """(name, MLflow type) of the signature's named column inputs, or None."""
+    signature = _parse_signature(folder, doc.get("signature"))
+    inputs = (signature or {}).get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        return None
+    if not all(isinstance(s, dict) and "name" in s and s.get("type") != "tensor" for s in inputs):
+        return None
+    return [(str(spec["name"]), str(spec["type"])) for spec in inputs]
+
+
+def _numeric_columns(
+    signature: list[tuple[str, str]] | None, flavor: str
+) -> list[tuple[str, np.dtype[Any]]]:
+    if signature is None:
+        raise _NotNative(f"the {flavor} package has no signature naming its input columns")
+    others = [f"{name} ({kind})" for name, kind in signature if kind not in _NUMERIC_TYPES]
+    if others:
+        raise _NotNative(f"the {flavor} package has non-numeric inputs: {', '.join(others)}")
+    return [(name, _NUMERIC_TYPES[kind]) for name, kind in signature]
+
+
+def _load_xgboost(folder: Path, doc: Mapping[str, Any], nthread: int) -> Predictor:
+    import xgboost
+
+    conf = doc["flavors"]["xgboost"]
+    class_name = str(conf.get("model_class", "xgboost.core.Booster"))
+    module_name, _, attribute = class_name.rpartition(".")
+    if not module_name.startswith("xgboost"):
+        raise _NotNative(f"the xgboost model class {class_name} is not XGBoost's")
+    path = folder / str(conf.get("data", "model.xgb"))
+    try:
+        model = getattr(importlib.import_module(module_name), attribute)()
+        model.load_model(str(path))
+    except (ImportError, AttributeError, xgboost.core.XGBoostError) as exc:
+        raise ArtifactError(
+            f"cannot load the XGBoost model ({class_name}): {str(exc).strip()[:300]}",
+            where=str(path),
+            hint="the package is damaged or needs other library versions (see its "
+            "requirements.txt); materialize it again, or package the model again",
+        ) from exc
+    booster = model if isinstance(model, xgboost.Booster) else model.get_booster()
+    booster.set_param({"nthread": nthread})
+    if not isinstance(model, xgboost.Booster):
+        model.set_params(n_jobs=nthread)
+    if booster.feature_types is not None and any(t == "c" for t in booster.feature_types):
+        raise _NotNative("the XGBoost model has categorical features")
+    signature = _signature_columns(folder, doc)
+    if signature is not None:
+        _numeric_columns(signature, "xgboost")  # numbers only
+    # the booster's own feature names fix the column order (its pyfunc validates them)
+    names = list(booster.feature_names or [])
+    if not names:
+        names = [name for name, _ in _numeric_columns(signature, "xgboost")]
+    elif signature is not None and set(names) != {name for name, _ in signature}:
+        raise _NotNative("the XGBoost model's feature names are not the signature's inputs")
+    if len(names) != booster.num_features():
+        raise _NotNative(f"{len(names)} input columns for {booster.num_features()} features")
+    details = {"model_class": class_name, "nthread": nthread}
+    return _XGBoostPredictor(folder, model, names, details)
+
+
+def _load_sklearn(folder: Path, doc: Mapping[str, Any]) -> Predictor:
+    columns = _numeric_columns(_signature_columns(folder, doc), "sklearn")
+    import mlflow.sklearn
+
+    try:
+        model = mlflow.sklearn.load_model(str(folder))
+    except Exception as exc:  # unpickling, or skops refusing a type
+        from modelyard.registry.packaging import _load_error
+
+        raise _load_error(folder, exc) from exc
+    predict_fn = str(doc["flavors"].get("python_function", {}).get("predict_fn") or "predict")
+    method = getattr(model, predict_fn, None)
+    if not callable(method):
+        raise _NotNative(f"the model has no {predict_fn} method")
+    fitted_on = getattr(model, "feature_names_in_", None)
+    if fitted_on is not None and [str(c) for c in fitted_on] != [name for name, _ in columns]:
+        raise _NotNative("the model's feature names are not the signature's inputs, in order")
+    details = {"model_class": type(model).__name__, "predict_fn": predict_fn}
+    mixed = len({dtype for _, dtype in columns}) > 1  # one matrix would change some types
+    predictor = _SklearnPredictor(folder, method, columns, use_frame=mixed, details=details)
+    if fitted_on is not None and not mixed:
+        # scikit-learn checks a DataFrame's names slowly; a matrix does when it predicts alike
+        example = _input_example(folder, doc) or {name: [0.0] for name, _ in columns}
+        predictor.use_frame = not _predicts_alike_from_a_matrix(predictor, example)
+    return predictor
+
+
+def _predicts_alike_from_a_matrix(predictor: _SklearnPredictor, example: Columns) -> bool:
+    rows = len(next(iter(example.values())))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            predictor.use_frame = False
+            from_matrix = predictor.predict(example, rows)
+            predictor.use_frame = True
+            from_frame = predictor.predict(example, rows)
+    except Exception:  # e.g. a ColumnTransformer that selects columns by name
+        return False
+    if from_matrix.shape != from_frame.shape or from_matrix.dtype != from_frame.dtype:
+        return False
+    if from_frame.dtype.kind == "f":
+        return bool(np.allclose(from_matrix, from_frame, rtol=1e-12, atol=0, equal_nan=True))
+    return bool(np.array_equal(from_matrix, from_frame))

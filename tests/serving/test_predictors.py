@@ -1,0 +1,727 @@
+"""Predictors: model packages loaded for serving predict exactly like `mlflow.pyfunc`.
+
+The abalone pipeline is made as in tests/registry/test_packaging.py: the example's own step
+scripts on a slice of the shipped data, packaged once per module. Other preprocessors are fitted
+here on a small synthetic frame, to compare the compiled transform with scikit-learn's for each
+transformer the compiler knows, and the fallback for one it does not.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from modelyard.errors import ArtifactError
+from modelyard.registry.packaging import PackageInfo, package_inference_pipeline
+from modelyard.serving import predictors
+from modelyard.serving.predictors import PredictError, Predictor, load_predictor
+from modelyard.testing.abalone import COLUMNS, Abalone, make_abalone, read_rows
+
+SLICE_ROWS = 300
+
+# MLflow's input-example code trips a pandas 3 deprecation warning; it is not ours to fix.
+pytestmark = pytest.mark.filterwarnings("ignore:Operation with range is deprecated")
+
+
+def columns_of(frame: pd.DataFrame) -> dict[str, list[Any]]:
+    """The column lists a server hands to a predictor."""
+    return {str(name): frame[name].tolist() for name in frame.columns}
+
+
+def assert_predicts_like(predictor: Predictor, model: Any, frame: pd.DataFrame) -> np.ndarray:
+    got = predictor.predict(columns_of(frame), len(frame))
+    expected = np.asarray(model.predict(frame))
+    assert got.shape == expected.shape
+    if expected.dtype.kind == "f":
+        assert got.dtype == np.float64
+        assert np.allclose(got, expected, rtol=1e-6, atol=0)
+    else:
+        assert np.array_equal(got, expected)
+    return got
+
+
+# -- the abalone pipeline ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def abalone(tmp_path_factory: pytest.TempPathFactory) -> Abalone:
+    return make_abalone(tmp_path_factory.mktemp("abalone"), rows=SLICE_ROWS)
+
+
+@pytest.fixture(scope="module")
+def package(abalone: Abalone, tmp_path_factory: pytest.TempPathFactory) -> PackageInfo:
+    return abalone.package(tmp_path_factory.mktemp("packages") / "abalone-1")
+
+
+@pytest.fixture(scope="module")
+def pyfunc(package: PackageInfo) -> Any:
+    import mlflow.pyfunc
+
+    return mlflow.pyfunc.load_model(str(package.path))
+
+
+@pytest.fixture(scope="module")
+def predictor(package: PackageInfo) -> Predictor:
+    return load_predictor(package.path)
+
+
+@pytest.fixture
+def package_copy(package: PackageInfo, tmp_path: Path) -> Iterator[Path]:
+    """A copy of the shared package that a test may damage."""
+    copy = tmp_path / "copy"
+    shutil.copytree(package.path, copy)
+    yield copy
+
+
+def test_the_pipeline_package_is_served_natively_with_a_compiled_preprocessor(
+    predictor: Predictor,
+) -> None:
+    assert predictor.kind == "native:inference-pipeline"
+    assert predictor.columns == tuple(COLUMNS)
+    described = predictor.describe()
+    assert described["transform"] == "compiled"
+    assert described["fallback"] is None
+    assert described["features"] == 10
+    assert described["nthread"] == 1
+    assert [step.split(":")[0] for step in described["steps"]] == ["numeric", "categorical"]
+    assert json.loads(json.dumps(described)) == described
+
+
+def test_it_predicts_the_test_rows_like_pyfunc(
+    predictor: Predictor, pyfunc: Any, abalone: Abalone
+) -> None:
+    got = assert_predicts_like(predictor, pyfunc, abalone.frame)
+    assert 3 < got.mean() < 20  # rings: a trained model, not zeros
+
+
+def test_one_row_and_a_thousand_rows_predict_like_pyfunc(predictor: Predictor, pyfunc: Any) -> None:
+    rows = read_rows(SLICE_ROWS, SLICE_ROWS + 1000)  # rows the model never saw
+    assert len(rows) == 1000
+    assert_predicts_like(predictor, pyfunc, rows)
+    for i in (0, 1, 999):
+        assert_predicts_like(predictor, pyfunc, rows.iloc[[i]].reset_index(drop=True))
+
+
+def test_missing_values_are_imputed_like_pyfunc(
+    predictor: Predictor, pyfunc: Any, abalone: Abalone
+) -> None:
+    frame = abalone.frame.head(6).copy()
+    frame.loc[0, "length"] = None  # None and NaN in numeric columns
+    frame.loc[1, "height"] = np.nan
+    frame.loc[2, ["diameter", "shell_weight"]] = np.nan
+    frame.loc[3, "sex"] = None
+    frame.loc[4, "sex"] = np.nan
+    frame.loc[5, COLUMNS[1:]] = np.nan
+    got = assert_predicts_like(predictor, pyfunc, frame)
+    assert not np.isnan(got).any()
+    # a missing value in a column list is None (JSON null), whatever the other rows hold
+    columns = columns_of(frame)
+    columns["length"][0] = None
+    assert np.allclose(predictor.predict(columns, 6), got, rtol=1e-6)
+
+
+def test_an_unseen_category_is_ignored_like_pyfunc(
+    predictor: Predictor, pyfunc: Any, abalone: Abalone
+) -> None:
+    frame = abalone.frame.head(3).copy()
+    frame["sex"] = ["U", "M", "unknown"]
+    assert_predicts_like(predictor, pyfunc, frame)
+
+
+def test_raw_csv_values_are_read_as_the_packages_to_frame_reads_them(
+    predictor: Predictor, package: PackageInfo
+) -> None:
+    from modelyard.registry.packaging import load_package
+
+    # load_package parses raw rows with the pipeline's to_frame before MLflow predicts
+    rows = [
+        ["M", "0.455", "0.365", "0.095", "0.514", "0.2245", "0.101", "0.15"],
+        [" F ", " 0.53", "", "0.135", "0.677", " ", "0.1415", "0.21"],
+        ["", "0.44", "0.365", "0.125", "0.516", "0.2155", "0.114", "0.155"],
+    ]
+    columns = {name: [row[i] for row in rows] for i, name in enumerate(COLUMNS)}
+    expected = load_package(package.path).predict(rows)
+    assert np.allclose(predictor.predict(columns, 3), expected, rtol=1e-6)
+
+
+def test_a_row_predicts_the_same_alone_or_in_a_batch(
+    predictor: Predictor, abalone: Abalone
+) -> None:
+    frame = abalone.frame.head(8).copy()
+    frame.loc[2, "sex"] = None
+    frame.loc[5, "height"] = None
+    batch = predictor.predict(columns_of(frame), 8)
+    alone = [predictor.predict(columns_of(frame.iloc[[i]]), 1)[0] for i in range(8)]
+    assert np.array_equal(batch, np.asarray(alone))
+
+
+def test_the_compiled_features_are_the_preprocessors(
+    predictor: Predictor, abalone: Abalone
+) -> None:
+    import joblib  # type: ignore[import-untyped]
+
+    frame = abalone.frame.copy()
+    frame.loc[0, "sex"] = np.nan
+    frame.loc[1, "length"] = np.nan
+    expected = joblib.load(abalone.preprocessor).transform(frame)
+    features = predictor.features(columns_of(frame), len(frame))  # type: ignore[attr-defined]
+    assert np.array_equal(features, expected)
+
+
+def test_extra_columns_are_ignored_and_zero_rows_predict_nothing(
+    predictor: Predictor, abalone: Abalone
+) -> None:
+    columns = {**columns_of(abalone.frame.head(2)), "rings": [1, 2]}
+    assert predictor.predict(columns, 2).shape == (2,)
+    empty = predictor.predict({name: [] for name in COLUMNS}, 0)
+    assert empty.shape == (0,)
+
+
+def test_bad_input_is_a_predict_error_naming_the_column(
+    predictor: Predictor, abalone: Abalone
+) -> None:
+    columns = columns_of(abalone.frame.head(2))
+    with pytest.raises(PredictError, match=r"lacks the column\(s\) \['height'\]") as info:
+        predictor.predict({k: v for k, v in columns.items() if k != "height"}, 2)
+    assert info.value.column == "height"
+    assert isinstance(info.value, ValueError)
+    with pytest.raises(PredictError, match="column 'length' has 1 values for 2 rows") as info:
+        predictor.predict({**columns, "length": [0.4]}, 2)
+    assert info.value.column == "length"
+    with pytest.raises(PredictError, match=r"row 2: column 'diameter' is not a number: 'wide'"):
+        predictor.predict({**columns, "diameter": [0.3, "wide"]}, 2)
+    with pytest.raises(PredictError, match=r"row 1: column 'height' is infinite"):
+        predictor.predict({**columns, "height": [float("inf"), 0.1]}, 2)
+    with pytest.raises(PredictError, match=r"row 2: column 'sex' must be a string, not 3"):
+        predictor.predict({**columns, "sex": ["M", 3]}, 2)
+
+
+def test_native_false_predicts_through_pyfunc(
+    package: PackageInfo, predictor: Predictor, abalone: Abalone
+) -> None:
+    slow = load_predictor(package.path, native=False)
+    assert slow.kind == "pyfunc"
+    assert slow.columns == tuple(COLUMNS)
+    assert slow.describe()["native_fallback"] is None
+    columns = columns_of(abalone.frame)
+    assert np.allclose(slow.predict(columns, 40), predictor.predict(columns, 40), rtol=1e-6)
+    with pytest.raises(PredictError, match="invalid model input"):
+        slow.predict({**columns, "sex": list(range(40))}, 40)
+
+
+def test_a_compiled_transform_that_disagrees_with_scikit_learn_is_not_used(
+    package: PackageInfo, pyfunc: Any, abalone: Abalone, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # as if a scikit-learn version transformed differently: the input example gives it away
+    compile_for_real = predictors._compile
+
+    def off_by_one(preprocessor: Any, columns: Any) -> Any:
+        compiled = compile_for_real(preprocessor, columns)
+        compiled.blocks[0].after.append(predictors._Elementwise("oops", np.add, np.asarray(1.0)))
+        return compiled
+
+    monkeypatch.setattr(predictors, "_compile", off_by_one)
+    loaded = load_predictor(package.path)
+    assert loaded.describe()["transform"] == "scikit-learn"
+    assert "differs from scikit-learn's" in loaded.describe()["fallback"]
+    assert_predicts_like(loaded, pyfunc, abalone.frame)
+
+
+def test_the_pipeline_constants_are_those_of_the_packaged_code() -> None:
+    from modelyard.registry import pyfunc_models
+
+    assert predictors._PREPROCESSOR_ARTIFACT == pyfunc_models.PREPROCESSOR_ARTIFACT
+    assert predictors._BOOSTER_ARTIFACT == pyfunc_models.BOOSTER_ARTIFACT
+    assert predictors._CONFIG_ARTIFACT == pyfunc_models.CONFIG_ARTIFACT
+    assert predictors._CONFIG_FORMAT == pyfunc_models.CONFIG_FORMAT
+
+
+# -- damaged packages ------------------------------------------------------------------------------
+
+
+def test_a_corrupt_preprocessor_is_an_artifact_error(package_copy: Path) -> None:
+    corrupt = package_copy / "artifacts" / "preprocessor.joblib"
+    corrupt.write_bytes(b"not a joblib file")
+    with pytest.raises(ArtifactError, match="cannot load the preprocessor") as info:
+        load_predictor(package_copy)
+    assert info.value.where == str(corrupt)
+    assert info.value.hint
+
+
+def test_a_corrupt_booster_is_an_artifact_error(package_copy: Path) -> None:
+    corrupt = package_copy / "artifacts" / "xgboost-model.json"
+    corrupt.write_text('{"learner": ')
+    with pytest.raises(ArtifactError, match="cannot load the XGBoost model") as info:
+        load_predictor(package_copy)
+    assert info.value.where == str(corrupt)
+
+
+def test_a_booster_of_another_width_is_an_artifact_error(package_copy: Path) -> None:
+    import xgboost
+
+    rng = np.random.default_rng(0)
+    data = xgboost.DMatrix(rng.normal(size=(20, 3)), label=rng.normal(size=20))
+    other = xgboost.train({"nthread": 1}, data, num_boost_round=1)
+    other.save_model(str(package_copy / "artifacts" / "xgboost-model.json"))
+    with pytest.raises(ArtifactError, match="makes 10 features but the booster expects 3"):
+        load_predictor(package_copy)
+
+
+def test_a_damaged_config_or_mlmodel_or_a_missing_file_is_an_artifact_error(
+    package_copy: Path, tmp_path: Path
+) -> None:
+    config = package_copy / "artifacts" / "pipeline.json"
+    config.write_text("{not json")
+    with pytest.raises(ArtifactError, match="invalid pipeline config") as info:
+        load_predictor(package_copy)
+    assert info.value.where == str(config)
+    (package_copy / "artifacts" / "xgboost-model.json").unlink()
+    with pytest.raises(ArtifactError, match=r"incomplete: artifacts/xgboost-model.json missing"):
+        load_predictor(package_copy)
+    (package_copy / "MLmodel").write_text("flavors: [")
+    with pytest.raises(ArtifactError, match="MLmodel file cannot be read"):
+        load_predictor(package_copy)
+    with pytest.raises(ArtifactError, match="no MLmodel file"):
+        load_predictor(tmp_path)
+
+
+def test_a_pipeline_of_another_format_is_served_by_pyfunc(
+    package_copy: Path, abalone: Abalone
+) -> None:
+    # a package made by a later modelyard, whose code (shipped inside) reads another format
+    new, old = "modelyard-inference-pipeline/2", predictors._CONFIG_FORMAT
+    for path in (package_copy / "artifacts" / "pipeline.json", package_copy / "pyfunc_models.py"):
+        path.write_text(path.read_text().replace(old, new))
+    loaded = load_predictor(package_copy)
+    assert loaded.kind == "pyfunc"
+    assert new in loaded.describe()["native_fallback"]
+    assert loaded.predict(columns_of(abalone.frame), 40).shape == (40,)
+
+
+# -- the compiler, transformer by transformer ------------------------------------------------------
+
+
+def _synthetic(rows: int = 60, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(
+        {
+            "a": rng.normal(10, 3, rows),
+            "b": rng.integers(0, 5, rows).astype(float),
+            "c": rng.uniform(-1, 1, rows),
+            "color": pd.Series(rng.choice(["red", "green", "blue"], rows), dtype=object),
+            "size": pd.Series(rng.choice(["S", "M", "L", "XL"], rows), dtype=object),
+            "code": rng.integers(1, 4, rows).astype(float),
+        }
+    )
+    frame.loc[::7, "a"] = np.nan
+    frame.loc[3::9, "c"] = np.nan
+    frame.loc[2::8, "color"] = np.nan
+    return frame
+
+
+def _test_rows(unknown: bool) -> pd.DataFrame:
+    """Rows to transform: with missing values, and unseen categories and codes if `unknown`."""
+    frame = _synthetic(12, seed=1)
+    frame.loc[0, ["a", "b", "c"]] = np.nan
+    frame.loc[1, ["color", "size"]] = np.nan
+    if unknown:
+        frame.loc[2, "color"] = "purple"
+        frame.loc[3, "size"] = "XXS"
+        frame.loc[4, "code"] = 7.0
+    return frame
+
+
+def _as_input(frame: pd.DataFrame) -> dict[str, list[Any]]:
+    """Column lists as a JSON client sends them: None for missing strings."""
+    columns = columns_of(frame)
+    for name in {"color", "size"} & set(columns):
+        columns[name] = [None if isinstance(v, float) else v for v in columns[name]]
+    return columns
+
+
+def _configs() -> dict[str, Callable[[], Any]]:
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline, make_pipeline
+    from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, StandardScaler
+
+    def dense(**kw: Any) -> OneHotEncoder:
+        return OneHotEncoder(sparse_output=False, **kw)
+
+    numbers, strings = ["a", "b", "c"], ["color", "size"]
+    return {
+        "abalone-like": lambda: ColumnTransformer(
+            [
+                ("num", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), numbers),
+                (
+                    "cat",
+                    make_pipeline(
+                        SimpleImputer(strategy="constant", fill_value="missing"),
+                        dense(handle_unknown="ignore"),
+                    ),
+                    strings,
+                ),
+            ],
+            sparse_threshold=0,
+        ),
+        "mean-minmax-nan-category": lambda: ColumnTransformer(
+            [
+                ("num", make_pipeline(SimpleImputer(strategy="mean"), MinMaxScaler()), numbers),
+                ("cat", dense(handle_unknown="ignore"), strings),  # NaN is a category
+            ]
+        ),
+        "most-frequent": lambda: ColumnTransformer(
+            [
+                (
+                    "num",
+                    make_pipeline(
+                        SimpleImputer(strategy="most_frequent"), StandardScaler(with_mean=False)
+                    ),
+                    numbers,
+                ),
+                (
+                    "cat",
+                    make_pipeline(SimpleImputer(strategy="most_frequent"), dense()),
+                    ["color"],
+                ),
+            ]
+        ),
+        "constant-clip-weights": lambda: ColumnTransformer(
+            [
+                (
+                    "num",
+                    Pipeline(
+                        [
+                            ("impute", SimpleImputer(strategy="constant", fill_value=-1.0)),
+                            ("center", StandardScaler(with_std=False)),
+                            ("skip", "passthrough"),
+                            ("clip", MinMaxScaler(feature_range=(-1, 1), clip=True)),
+                        ]
+                    ),
+                    [2, 0],  # by position, in another order
+                ),
+                ("cat", dense(handle_unknown="ignore"), ["size"]),
+                ("gone", "drop", ["color"]),
+                ("nothing", StandardScaler(), []),
+            ],
+            transformer_weights={"cat": 2.5},
+        ),
+        "remainder-passthrough": lambda: ColumnTransformer(
+            [
+                ("scaled", StandardScaler(), ["a"]),
+                ("gone", "drop", strings),
+                ("kept", "passthrough", ["code"]),
+            ],
+            remainder="passthrough",  # b and c, NaN and all
+        ),
+        "numeric-one-hot": lambda: ColumnTransformer(
+            [
+                ("codes", dense(handle_unknown="ignore"), ["code"]),
+                ("num", SimpleImputer(strategy="median", keep_empty_features=True), ["a", "c"]),
+            ]
+        ),
+        "pipeline-after-ct": lambda: make_pipeline(
+            ColumnTransformer(
+                [
+                    ("num", SimpleImputer(), numbers),
+                    ("cat", dense(handle_unknown="ignore"), ["size"]),
+                ]
+            ),
+            StandardScaler(),
+        ),
+        "empty-column-dropped": lambda: ColumnTransformer(
+            [("num", make_pipeline(SimpleImputer(), StandardScaler()), ["empty", "a", "b"])]
+        ),
+        "bare-pipeline": lambda: make_pipeline(SimpleImputer(strategy="median"), MinMaxScaler()),
+    }
+
+
+def _fit(name: str) -> tuple[Any, list[str]]:
+    frame = _synthetic()
+    if name == "empty-column-dropped":
+        frame["empty"] = np.nan  # no value to impute from: SimpleImputer drops the column
+    if name == "bare-pipeline":
+        frame = frame[["a", "b", "c"]]
+    return _configs()[name]().fit(frame), [str(c) for c in frame.columns]
+
+
+@pytest.mark.filterwarnings("ignore:Skipping features without any observed values")
+@pytest.mark.parametrize("name", list(_configs()))
+def test_the_compiled_transform_is_the_preprocessors(name: str) -> None:
+    preprocessor, columns = _fit(name)
+    compiled = predictors._compile(preprocessor, columns)
+    unknown = name not in ("most-frequent",)  # its encoder refuses unknown categories
+    rows = _test_rows(unknown)
+    if name == "empty-column-dropped":
+        rows["empty"] = np.nan
+    rows = rows[columns]
+    expected = np.asarray(preprocessor.transform(rows), dtype=np.float64)
+    got = compiled(_as_input(rows), len(rows))
+    assert got.shape == expected.shape
+    assert np.allclose(got, expected, rtol=1e-12, atol=1e-12, equal_nan=True)
+    assert compiled.width == expected.shape[1]
+
+
+def test_an_encoder_that_refuses_unknown_categories_says_which_column() -> None:
+    preprocessor, columns = _fit("most-frequent")
+    compiled = predictors._compile(preprocessor, columns)
+    rows = _test_rows(unknown=False)[columns]
+    columns_in = _as_input(rows)
+    columns_in["color"][5] = "purple"
+    with pytest.raises(ValueError, match="unknown categor"):
+        preprocessor.transform(pd.DataFrame(columns_in))
+    with pytest.raises(PredictError, match=r"row 6: column 'color' has the unknown category") as e:
+        compiled(columns_in, len(rows))
+    assert e.value.column == "color"
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        "FunctionTransformer(np.log1p)",
+        "PolynomialFeatures()",
+        "OneHotEncoder(drop='first')",
+        "OneHotEncoder(min_frequency=5)",
+        "SimpleImputer(add_indicator=True)",
+        "RobustScaler()",
+    ],
+)
+def test_transformers_the_compiler_does_not_know_are_refused(make: str) -> None:
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer  # noqa: F401 (used by eval)
+    from sklearn.preprocessing import (  # noqa: F401 (used by eval)
+        FunctionTransformer,
+        OneHotEncoder,
+        PolynomialFeatures,
+        RobustScaler,
+    )
+
+    columns = ["color"] if "OneHot" in make else ["b", "code"]
+    transformer = eval(make)  # a short table of transformers
+    frame = _synthetic()
+    preprocessor = ColumnTransformer([("x", transformer, columns)]).fit(frame)
+    with pytest.raises(predictors._Unsupported):
+        predictors._compile(preprocessor, list(frame.columns))
+
+
+# -- packages with other preprocessors -------------------------------------------------------
+
+
+def _package(preprocessor: Any, frame: pd.DataFrame, dest: Path) -> Path:
+    """Fit a small booster on the preprocessor's output and package the two as modelyard does."""
+    import joblib
+    import xgboost
+
+    features = np.asarray(preprocessor.transform(frame), dtype=np.float64)
+    label = np.nan_to_num(frame["a"].to_numpy()) + features.sum(axis=1)
+    booster = xgboost.train(
+        {"nthread": 1, "max_depth": 3}, xgboost.DMatrix(features, label=label), num_boost_round=8
+    )
+    dest.mkdir()
+    joblib.dump(preprocessor, dest / "preprocessor.joblib")
+    booster.save_model(str(dest / "xgboost-model.json"))
+    info = package_inference_pipeline(
+        dest / "package",
+        preprocessor=dest / "preprocessor.joblib",
+        model=dest / "xgboost-model.json",
+        input_example=frame.head(3),
+        column_names=list(frame.columns),
+    )
+    return info.path
+
+
+def test_an_unsupported_preprocessor_falls_back_to_scikit_learn(tmp_path: Path) -> None:
+    import mlflow.pyfunc
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer, OneHotEncoder
+
+    frame = _synthetic()
+    preprocessor = ColumnTransformer(
+        [
+            ("log", make_pipeline(SimpleImputer(), FunctionTransformer(np.abs)), ["a", "c"]),
+            ("cat", OneHotEncoder(handle_unknown="ignore", sparse_output=False), ["color"]),
+        ]
+    ).fit(frame)
+    folder = _package(preprocessor, frame, tmp_path / "fallback")
+
+    loaded = load_predictor(folder)
+    described = loaded.describe()
+    assert loaded.kind == "native:inference-pipeline"
+    assert described["transform"] == "scikit-learn"
+    assert "FunctionTransformer" in described["fallback"]
+    model = mlflow.pyfunc.load_model(str(folder))
+    rows = _test_rows(unknown=True)
+    rows.loc[5, "color"] = None
+    assert_predicts_like(loaded, model, rows)
+    with pytest.raises(PredictError, match=r"row 1: column 'a' is not a number"):
+        loaded.predict({**_as_input(rows), "a": ["x", *rows["a"].tolist()[1:]]}, len(rows))
+
+
+def test_a_compiled_package_with_other_transformers_predicts_like_pyfunc(tmp_path: Path) -> None:
+    import mlflow.pyfunc
+
+    preprocessor, columns = _fit("constant-clip-weights")
+    frame = _synthetic()[columns]
+    folder = _package(preprocessor, frame, tmp_path / "compiled")
+    loaded = load_predictor(folder)
+    assert loaded.describe()["transform"] == "compiled"
+    assert_predicts_like(loaded, mlflow.pyfunc.load_model(str(folder)), _test_rows(True))
+
+
+def test_unknown_categories_refused_by_the_encoder_are_predict_errors(tmp_path: Path) -> None:
+    preprocessor, columns = _fit("most-frequent")
+    folder = _package(preprocessor, _synthetic()[columns], tmp_path / "strict")
+    loaded = load_predictor(folder)
+    assert loaded.describe()["transform"] == "compiled"
+    rows = _as_input(_test_rows(unknown=False))
+    rows["color"][0] = "purple"
+    with pytest.raises(PredictError, match="column 'color' has the unknown category 'purple'"):
+        loaded.predict(rows, 12)
+
+
+# -- MLflow flavor packages ------------------------------------------------------------------
+
+
+def _numbers(rows: int = 40) -> tuple[pd.DataFrame, np.ndarray]:
+    rng = np.random.default_rng(2)
+    frame = pd.DataFrame(rng.normal(size=(rows, 3)), columns=["x1", "x2", "x3"])
+    return frame, frame["x1"].to_numpy() * 2 - frame["x2"].to_numpy() + rng.normal(0, 0.1, rows)
+
+
+def _save(flavor: str, model: Any, frame: pd.DataFrame, dest: Path) -> Path:
+    """Save with MLflow's own flavor, with a signature and an input example."""
+    import mlflow.models
+    import mlflow.sklearn
+    import mlflow.xgboost
+    import xgboost
+
+    example = frame.head(3)
+    if isinstance(model, xgboost.Booster):
+        predictions = model.predict(xgboost.DMatrix(example))
+    else:
+        predictions = model.predict(example)
+    signature = mlflow.models.infer_signature(example, predictions)
+    save = mlflow.xgboost.save_model if flavor == "xgboost" else mlflow.sklearn.save_model
+    save(model, str(dest), signature=signature, input_example=example)
+    return dest
+
+
+def _xgboost_models() -> dict[str, Callable[[pd.DataFrame, np.ndarray], Any]]:
+    import xgboost
+
+    params = {"nthread": 1, "max_depth": 3}
+    return {
+        "booster-named": lambda x, y: xgboost.train(params, xgboost.DMatrix(x, label=y), 6),
+        "booster-unnamed": lambda x, y: xgboost.train(
+            params, xgboost.DMatrix(x.to_numpy(), label=y), 6
+        ),
+        "regressor": lambda x, y: xgboost.XGBRegressor(n_estimators=6, n_jobs=1).fit(x, y),
+        "classifier": lambda x, y: xgboost.XGBClassifier(n_estimators=6, n_jobs=1).fit(
+            x, (y > 0).astype(int)
+        ),
+    }
+
+
+@pytest.mark.parametrize("name", list(_xgboost_models()))
+def test_xgboost_flavor_packages_predict_natively_like_pyfunc(name: str, tmp_path: Path) -> None:
+    import mlflow.pyfunc
+
+    frame, label = _numbers()
+    folder = _save("xgboost", _xgboost_models()[name](frame, label), frame, tmp_path / name)
+    loaded = load_predictor(folder)
+    assert loaded.kind == "native:xgboost"
+    assert loaded.columns == ("x1", "x2", "x3")
+    model = mlflow.pyfunc.load_model(str(folder))
+    rows = _numbers(25)[0]
+    rows.loc[3, "x2"] = np.nan  # XGBoost's missing value
+    assert_predicts_like(loaded, model, rows)
+    assert_predicts_like(loaded, model, rows.head(1))
+
+
+def _sklearn_models() -> dict[str, Callable[[pd.DataFrame, np.ndarray], Any]]:
+    from sklearn.compose import make_column_transformer
+    from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    by_name = make_column_transformer((StandardScaler(), ["x3", "x1"]))
+    return {
+        "pipeline-on-a-frame": lambda x, y: make_pipeline(StandardScaler(), Ridge()).fit(x, y),
+        "on-a-matrix": lambda x, y: LinearRegression().fit(x.to_numpy(), y),
+        "classifier": lambda x, y: LogisticRegression().fit(x, np.where(y > 0, "yes", "no")),
+        "columns-by-name": lambda x, y: make_pipeline(by_name, Ridge()).fit(x, y),
+    }
+
+
+@pytest.mark.filterwarnings("ignore:X has feature names")  # pyfunc, for the matrix-fit model
+@pytest.mark.parametrize("name", list(_sklearn_models()))
+def test_sklearn_flavor_packages_predict_natively_like_pyfunc(name: str, tmp_path: Path) -> None:
+    import mlflow.pyfunc
+
+    frame, label = _numbers()
+    folder = _save("sklearn", _sklearn_models()[name](frame, label), frame, tmp_path / name)
+    loaded = load_predictor(folder)
+    assert loaded.kind == "native:sklearn"
+    # a matrix is faster; only an estimator that selects columns by name needs a DataFrame
+    assert loaded.describe()["input"] == ("DataFrame" if name == "columns-by-name" else "matrix")
+    model = mlflow.pyfunc.load_model(str(folder))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "X does not have valid feature names"
+        loaded.predict(columns_of(_numbers(3)[0]), 3)
+    assert_predicts_like(loaded, model, _numbers(25)[0])
+    assert_predicts_like(loaded, model, _numbers(1)[0])
+    if name == "pipeline-on-a-frame":  # scikit-learn refuses NaN: a PredictError
+        with pytest.raises(PredictError, match="the model refuses the input"):
+            loaded.predict({"x1": [None], "x2": [1.0], "x3": [2.0]}, 1)
+
+
+def test_a_sklearn_package_with_string_inputs_is_served_by_pyfunc(tmp_path: Path) -> None:
+    import mlflow.pyfunc
+    from sklearn.compose import make_column_transformer
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    frame = _synthetic()[["b", "size"]]
+    model = make_pipeline(
+        make_column_transformer((OneHotEncoder(handle_unknown="ignore"), ["size"])), Ridge()
+    ).fit(frame, frame["b"])
+    folder = _save("sklearn", model, frame, tmp_path / "strings")
+    loaded = load_predictor(folder)
+    assert loaded.kind == "pyfunc"
+    assert "non-numeric inputs: size (string)" in loaded.describe()["native_fallback"]
+    assert_predicts_like(loaded, mlflow.pyfunc.load_model(str(folder)), frame.head(5))
+
+
+def test_a_corrupt_xgboost_flavor_model_is_an_artifact_error(tmp_path: Path) -> None:
+    frame, label = _numbers()
+    folder = _save("xgboost", _xgboost_models()["regressor"](frame, label), frame, tmp_path / "m")
+    model_file = next(folder.glob("model.*"))
+    model_file.write_bytes(b"garbage")
+    with pytest.raises(ArtifactError, match="cannot load the XGBoost model") as info:
+        load_predictor(folder)
+    assert info.value.where == str(model_file)
+
+
+def test_importing_predictors_imports_no_model_library() -> None:
+    code = (
+        "import json, sys\n"
+        "import modelyard.serving.predictors\n"
+        "heavy = ('mlflow', 'pandas', 'xgboost', 'sklearn', 'joblib')\n"
+        "print(json.dumps([m for m in heavy if m in sys.modules]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == []
