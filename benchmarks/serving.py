@@ -60,13 +60,13 @@ GOAL_THROUGHPUT_VS_FASTAPI = 2.0  # at concurrency 16, at least twice the plain 
 GOAL_READY_S = 1.5  # ready to serve within 1.5 s of start
 
 FASTAPI_APP = """
-import sys
+import os
 from fastapi import FastAPI
 from pydantic import BaseModel
 
 from modelyard.serving.predictors import load_predictor
 
-predictor = load_predictor(sys.argv[1] if len(sys.argv) > 1 else __import__("os").environ["PKG"])
+predictor = load_predictor(os.environ["PKG"])  # the package folder, set by the benchmark
 app = FastAPI()
 
 
@@ -80,12 +80,12 @@ class Body(BaseModel):
 
 
 @app.get("/ping")
-def ping() -> str:
+async def ping() -> str:
     return ""
 
 
 @app.post("/invocations")
-def invocations(body: Body) -> dict:
+async def invocations(body: Body) -> dict:
     split = body.dataframe_split
     columns = {name: [row[i] for row in split.data] for i, name in enumerate(split.columns)}
     return {"predictions": predictor.predict(columns, len(split.data)).tolist()}
@@ -368,6 +368,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     concurrencies = (1, 16)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELYARD_")}
     env["PYTHONPATH"] = str(REPO)
+    # `mlflow models serve` starts `uvicorn` by name: the venv's scripts must be on PATH
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     with tempfile.TemporaryDirectory(prefix="modelyard-serving-bench-") as tmp:
         workdir = Path(tmp)
         print("training and packaging the abalone model ...", flush=True)
