@@ -36,6 +36,32 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-body-mb", type=float, default=5.0, metavar="MB", help="largest request body (5)"
     )
+    guards = parser.add_argument_group("guards")
+    guards.add_argument(
+        "--api-keys-env",
+        metavar="VAR",
+        help="accept only requests with one of the API keys in this environment variable "
+        "(comma-separated; `Authorization: Bearer KEY` or `X-Api-Key`). Keys are never taken "
+        "from the command line, where other users could read them",
+    )
+    guards.add_argument(
+        "--api-keys-file", metavar="PATH", help="the same, one key a line in a file"
+    )
+    guards.add_argument(
+        "--allow",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="only clients in this network (repeatable), e.g. 127.0.0.1/32",
+    )
+    guards.add_argument("--rate", type=float, help="requests per second per client (429 above)")
+    guards.add_argument("--burst", type=int, help="requests a client may send at once (rate)")
+    guards.add_argument(
+        "--max-in-flight", type=int, metavar="N", help="503 once N requests are being served"
+    )
+    guards.add_argument(
+        "--timeout-ms", type=float, metavar="MS", help="504 when a prediction takes longer"
+    )
     parser.add_argument(
         "--pyfunc",
         action="store_true",
@@ -46,6 +72,7 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
 def execute(name: str, args: argparse.Namespace) -> int:
     from modelyard.errors import ConfigError
     from modelyard.serving.app import ServingOptions
+    from modelyard.serving.guards import GuardOptions
     from modelyard.serving.server import load_served_model, resolve_model, run_server
 
     started = time.monotonic()
@@ -57,6 +84,14 @@ def execute(name: str, args: argparse.Namespace) -> int:
     def registry() -> tuple[Runtime, str]:
         return runtime_for(args), project_name(args)
 
+    guards = GuardOptions.build(
+        keys=_api_keys(args),
+        allow=args.allow,
+        rate=args.rate,
+        burst=args.burst,
+        max_in_flight=args.max_in_flight,
+        timeout=args.timeout_ms / 1000 if args.timeout_ms is not None else None,
+    )
     resolved = resolve_model(args.model, registry)
     served = load_served_model(resolved, native=not args.pyfunc)
     options = ServingOptions(
@@ -64,5 +99,38 @@ def execute(name: str, args: argparse.Namespace) -> int:
         max_batch_rows=args.max_batch,
         max_wait=args.max_wait_ms / 1000,
     )
-    run_server(served, host=args.host, port=args.port, options=options, started_at=started)
+    run_server(
+        served,
+        host=args.host,
+        port=args.port,
+        options=options,
+        guards=guards,
+        started_at=started,
+    )
     return 0
+
+
+def _api_keys(args: argparse.Namespace) -> list[str]:
+    import os
+    from pathlib import Path
+
+    from modelyard.errors import ConfigError
+
+    keys: list[str] = []
+    if args.api_keys_env:
+        value = os.environ.get(args.api_keys_env)
+        if not value:
+            raise ConfigError(
+                f"the environment variable {args.api_keys_env} is not set or empty",
+                hint=f"export {args.api_keys_env}=KEY1,KEY2 before starting the server",
+            )
+        keys += [k for k in value.split(",") if k.strip()]
+    if args.api_keys_file:
+        try:
+            text = Path(args.api_keys_file).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read the API keys file: {exc.strerror}", where=args.api_keys_file
+            ) from None
+        keys += [line for line in text.splitlines() if line.strip()]
+    return keys

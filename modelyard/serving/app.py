@@ -13,12 +13,14 @@ and middleware is latency added to a sub-millisecond model, and there are five r
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
 from .batching import MicroBatcher
+from .guards import GuardOptions, Guards
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import ServerMetrics
 from .payloads import PayloadError, parse_request
@@ -54,11 +56,17 @@ class ServedModel:
 class ModelServer:
     """An ASGI app serving one model."""
 
-    def __init__(self, model: ServedModel, options: ServingOptions | None = None):
+    def __init__(
+        self,
+        model: ServedModel,
+        options: ServingOptions | None = None,
+        guards: GuardOptions | None = None,
+    ):
         from . import jsonio
 
         self.model = model
         self.options = options or ServingOptions()
+        self.guards = Guards(guards or GuardOptions())
         self.metrics = ServerMetrics(model.variant)
         self.batcher = MicroBatcher(
             model.predictor.predict,
@@ -84,6 +92,20 @@ class ModelServer:
             return
         if scope["type"] != "http":
             return
+        if self.guards.active:
+            client = scope.get("client")
+            refusal = self.guards.check(
+                client[0] if client else None, scope["path"], scope["headers"]
+            )
+            if refusal is not None:
+                extra = []
+                if refusal.retry_after is not None:
+                    extra.append((b"retry-after", str(refusal.retry_after).encode()))
+                body = self._dumps({"error_code": refusal.code, "message": refusal.message})
+                await _respond(send, refusal.status, JSON, body, extra)
+                if scope["path"] == "/invocations":
+                    self.metrics.observe(refusal.status, 0.0, "refused")
+                return
         route = self._routes.get((scope["method"], scope["path"]))
         if route is None:
             known = {path for _, path in self._routes}
@@ -99,6 +121,7 @@ class ModelServer:
     async def _invocations(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         status, kind = 200, None
+        self.guards.in_flight += 1
         try:
             body = await self._body(scope, receive)
             batch = parse_request(
@@ -107,8 +130,17 @@ class ModelServer:
                 self.model.schema,
                 max_rows=self.options.max_rows,
             )
-            predictions = await self.batcher.submit(batch.columns, batch.rows)
+            prediction = self.batcher.submit(batch.columns, batch.rows)
+            timeout = self.guards.options.timeout
+            if timeout is not None:
+                prediction = asyncio.wait_for(prediction, timeout - (time.perf_counter() - started))
+            predictions = await prediction
             payload = self._dumps({"predictions": predictions})
+        except TimeoutError:
+            status, kind = 504, "timeout"
+            payload = self._dumps(
+                {"error_code": "TIMEOUT", "message": "the prediction took longer than the timeout"}
+            )
         except PayloadError as exc:
             status, kind = exc.status, "bad_request"
             payload = self._dumps(exc.to_json())
@@ -123,6 +155,8 @@ class ModelServer:
                     "message": f"prediction failed: {type(exc).__name__}",
                 }
             )
+        finally:
+            self.guards.in_flight -= 1
         await _respond(send, status, JSON, payload)
         self.metrics.observe(status, time.perf_counter() - started, kind)
 
@@ -190,16 +224,16 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-async def _respond(send: Send, status: int, content_type: bytes, body: bytes) -> None:
+async def _respond(
+    send: Send,
+    status: int,
+    content_type: bytes,
+    body: bytes,
+    extra: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
     await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", content_type),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
+        {"type": "http.response.start", "status": status, "headers": headers + (extra or [])}
     )
     await send({"type": "http.response.body", "body": body})
 

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from modelyard.engine.runtime import Runtime
 
     from .app import ServedModel, ServingOptions
+    from .guards import GuardOptions
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ def run_server(
     host: str,
     port: int,
     options: ServingOptions,
+    guards: GuardOptions | None = None,
     started_at: float,
     announce: Callable[[str], Any] = print,
 ) -> None:
@@ -85,7 +87,7 @@ def run_server(
         raise MissingDependency("uvicorn", "serve", "modelyard serve") from None
     from .app import ModelServer
 
-    app = ModelServer(served, options)
+    app = ModelServer(served, options, guards)
     config = uvicorn.Config(
         app,
         host=host,

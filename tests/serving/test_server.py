@@ -5,16 +5,11 @@ registry reference is served from the project; concurrent requests are batched."
 
 from __future__ import annotations
 
-import json
-import os
-import queue
 import re
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,59 +18,9 @@ import numpy as np
 import pytest
 
 from modelyard.testing.abalone import COLUMNS, Abalone, make_abalone
+from modelyard.testing.serving import Server, start_server, stop
 
 pytestmark = pytest.mark.filterwarnings("ignore:Operation with range is deprecated")
-
-READY = re.compile(r"serving (\S+) on (http://127\.0\.0\.1:\d+) \((\S+); ready in ([\d.]+)s\)")
-
-
-@dataclass
-class Server:
-    process: subprocess.Popen[str]
-    url: str
-    name: str
-    predictor: str
-    lines: queue.Queue[str]
-
-    def post(self, body: Any, content_type: str = "application/json") -> httpx.Response:
-        data = body if isinstance(body, bytes | str) else json.dumps(body)
-        return httpx.post(
-            self.url + "/invocations", content=data, headers={"content-type": content_type}
-        )
-
-
-def start_server(*args: str, cwd: Path | None = None) -> Server:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELYARD_")}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "modelyard", "serve", *args, "--port", "0"],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines: queue.Queue[str] = queue.Queue()
-    assert process.stdout is not None
-    stdout = process.stdout
-    threading.Thread(target=lambda: [lines.put(line) for line in stdout], daemon=True).start()
-    seen = []
-    while True:  # the announcement comes once the socket listens
-        try:
-            line = lines.get(timeout=60)
-        except queue.Empty:
-            process.kill()
-            raise AssertionError("the server did not start: " + "".join(seen)) from None
-        seen.append(line)
-        found = READY.search(line)
-        if found:
-            return Server(process, found[2], found[1], found[3], lines)
-        if process.poll() is not None:
-            raise AssertionError("the server exited: " + "".join(seen))
-
-
-def stop(server: Server) -> None:
-    server.process.terminate()
-    server.process.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
