@@ -374,6 +374,12 @@ def package_inference_pipeline(
                 pip_requirements=reqs,
                 metadata=metadata_dict,
             )
+            # The preprocessor as numpy operations, checked against it, beside its joblib file:
+            # `modelyard serve` then loads without scikit-learn. A preprocessor that does not
+            # compile gets no such file (and is served as it is).
+            from modelyard.serving.predictors import write_compiled_preprocessor
+
+            write_compiled_preprocessor(tmp, pipeline.preprocessor)
 
         _write_atomically(dest, save)
     return inspect_package(dest)

@@ -8,6 +8,11 @@ predictions as `mlflow.pyfunc.load_model(folder).predict(DataFrame)`:
   numpy operations per block of columns, and the booster predicts in place from that matrix. A
   preprocessor with a part the compiler does not know runs as scikit-learn on a DataFrame built
   once per batch, still with the native booster; `describe()` says which, and why.
+  Packaging writes the compiled form beside the preprocessor (`preprocessor.compiled.json`, see
+  `write_compiled_preprocessor`), checked against scikit-learn there; a package that has it, for
+  the very preprocessor.joblib it holds, loads with numpy alone: nothing is unpickled, and the
+  booster runs through XGBoost's C library, as `import xgboost` imports scikit-learn, scipy and
+  pandas (about a second). `verify=True` checks it against scikit-learn again.
 - MLflow `xgboost` and `sklearn` flavor packages of numeric inputs: the model itself, on a matrix
   in the signature's column order (on a DataFrame only for scikit-learn estimators that select
   columns by name, or inputs of several types).
@@ -25,20 +30,25 @@ missing whatever the other rows of its batch hold, so micro-batching never chang
 Input the model refuses (a missing column, a value that is not a number, an unknown category
 where the encoder refuses them) raises `PredictError`, a ValueError naming the column where it
 can; load problems raise `ArtifactError`. mlflow, xgboost, scikit-learn and pandas are imported
-when a package is loaded, never when this module is.
+when a package is loaded (if at all), never when this module is.
 """
 
 from __future__ import annotations
 
+import ctypes
+import hashlib
 import importlib
+import importlib.util
 import json
 import math
+import sys
 import warnings
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -61,9 +71,11 @@ __all__ = [
     "KIND_PYFUNC",
     "KIND_SKLEARN",
     "KIND_XGBOOST",
+    "PRECOMPILED_FILE",
     "PredictError",
     "Predictor",
     "load_predictor",
+    "write_compiled_preprocessor",
 ]
 
 KIND_PIPELINE: Final = "native:inference-pipeline"
@@ -77,6 +89,11 @@ _PREPROCESSOR_ARTIFACT: Final = "preprocessor"
 _BOOSTER_ARTIFACT: Final = "booster"
 _CONFIG_ARTIFACT: Final = "pipeline"
 _CONFIG_FORMAT: Final = "modelyard-inference-pipeline/1"
+
+# The compiled preprocessor, written by packaging beside the preprocessor's joblib file.
+PRECOMPILED_FILE: Final = "preprocessor.compiled.json"
+_PRECOMPILED_FORMAT: Final = "modelyard-compiled-preprocessor/1"  # the file
+_TRANSFORM_FORMAT: Final = "modelyard-compiled-transform/1"  # its "transform": to_json()
 
 # MLflow signature types that the native flavor predictors take, as numpy dtypes.
 _NUMERIC_TYPES: Final[dict[str, np.dtype[Any]]] = {
@@ -223,6 +240,9 @@ class _NumericStep:
         """The step for output columns [start, stop) only (steps after a ColumnTransformer)."""
         raise _Unsupported(f"{self} after a ColumnTransformer")
 
+    def to_json(self) -> dict[str, Any]:
+        raise TypeError(f"the step {self} has no JSON form")
+
 
 @dataclass(frozen=True)
 class _Elementwise(_NumericStep):
@@ -239,6 +259,27 @@ class _Elementwise(_NumericStep):
     def sliced(self, start: int, stop: int) -> _NumericStep:
         value = self.value if self.value.ndim == 0 else self.value[start:stop]
         return _Elementwise(self.name, self.op, value)
+
+    def to_json(self) -> dict[str, Any]:
+        op = getattr(self.op, "__name__", "")
+        if _UFUNCS.get(op) is not self.op:
+            raise TypeError(f"the step {self} applies {self.op!r}, which has no JSON name")
+        return {
+            "step": "elementwise",
+            "name": self.name,
+            "op": op,
+            "value": _floats_json(self.value),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> _Elementwise:
+        op = _get(data, "op", str)
+        if op not in _UFUNCS:
+            raise ValueError(f"unknown operation {op!r}")
+        value = _floats(data.get("value"))
+        if value.ndim > 1:
+            raise ValueError(f"the value of '{op}' has {value.ndim} dimensions")
+        return cls(_get(data, "name", str), _UFUNCS[op], value)
 
     def __str__(self) -> str:
         return self.name
@@ -260,6 +301,13 @@ class _FillNaN(_NumericStep):
     def sliced(self, start: int, stop: int) -> _NumericStep:
         return _FillNaN(self.fill[start:stop], self.strategy)
 
+    def to_json(self) -> dict[str, Any]:
+        return {"step": "fill-nan", "strategy": self.strategy, "fill": _floats_json(self.fill)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> _FillNaN:
+        return cls(_floats(data.get("fill"), ndim=1), _get(data, "strategy", str))
+
     def __str__(self) -> str:
         return f"impute({self.strategy})"
 
@@ -276,6 +324,14 @@ class _Clip(_NumericStep):
     def sliced(self, start: int, stop: int) -> _NumericStep:
         return self
 
+    def to_json(self) -> dict[str, Any]:
+        return {"step": "clip", "low": _floats_json(self.low), "high": _floats_json(self.high)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> _Clip:
+        low, high = (_floats(data.get(key), ndim=0) for key in ("low", "high"))
+        return cls(float(low), float(high))
+
     def __str__(self) -> str:
         return "clip"
 
@@ -288,6 +344,16 @@ class _KeepNumbers(_NumericStep):
 
     def apply(self, x: Floats) -> Floats:
         return x[:, self.keep]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"step": "keep", "keep": [int(i) for i in self.keep]}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> _KeepNumbers:
+        keep = _ints(data, "keep")
+        if any(i < 0 for i in keep):
+            raise ValueError(f"negative column indices to keep: {list(keep)}")
+        return cls(np.asarray(keep, dtype=np.intp))
 
     def __str__(self) -> str:
         return "drop-empty"
@@ -395,6 +461,37 @@ class _OneHot:
             raise PredictError(f"row {row + 1}: column '{name}' {what} (known: {known})", name)
         return -1  # handle_unknown='ignore': all zeros
 
+    def to_json(self) -> dict[str, Any]:
+        """The categories of each column in index order (offsets and width follow from them)."""
+        return {
+            "names": list(self.names),
+            "categories": [_categories_json(lookup) for lookup in self.lookups],
+            "strings": self.strings,
+            "refuse_unknown": self.refuse_unknown,
+            "fills": [_value_json(fill) for fill in self.fills],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> _OneHot:
+        names = _strings(data, "names")
+        columns = _get(data, "categories", list)
+        fills = tuple(_value(fill) for fill in _get(data, "fills", list))
+        if len(columns) != len(names) or len(fills) not in (0, len(names)):
+            raise ValueError(f"{len(names)} columns with {len(columns)} category lists")
+        lookups = tuple(_lookup(categories) for categories in columns)
+        offsets = [0]
+        for lookup in lookups:
+            offsets.append(offsets[-1] + len(lookup))
+        return cls(
+            names=names,
+            lookups=lookups,
+            offsets=tuple(offsets[:-1]),
+            width=offsets[-1],
+            strings=_get(data, "strings", bool),
+            refuse_unknown=_get(data, "refuse_unknown", bool),
+            fills=fills,
+        )
+
     def __str__(self) -> str:
         return f"one-hot({self.width})"
 
@@ -434,6 +531,45 @@ class _Block:
         chain = " -> ".join(self.chain)
         return f"{self.label}: {chain} ({', '.join(self.inputs)}) -> [{self.start}:{self.stop}]"
 
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "inputs": list(self.inputs),
+            "categorical": self.categorical,
+            "chain": list(self.chain),
+            "before": [step.to_json() for step in self.before],
+            "encoder": None if self.encoder is None else self.encoder.to_json(),
+            "after": [step.to_json() for step in self.after],
+            "start": self.start,
+            "stop": self.stop,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> _Block:
+        encoder = data.get("encoder")
+        block = cls(
+            label=_get(data, "label", str),
+            inputs=_strings(data, "inputs"),
+            categorical=_get(data, "categorical", bool),
+            chain=list(_strings(data, "chain")),
+            before=[_step(step) for step in _get(data, "before", list)],
+            encoder=None if encoder is None else _OneHot.from_json(_get(data, "encoder", dict)),
+            after=[_step(step) for step in _get(data, "after", list)],
+            start=_get(data, "start", int),
+            stop=_get(data, "stop", int),
+        )
+        block.check()
+        return block
+
+    def check(self) -> None:
+        """What run() relies on and _assemble makes sure of (ValueError if not so)."""
+        if self.encoder is not None and self.encoder.strings != self.categorical:
+            raise ValueError(f"'{self.label}': a one-hot encoder of the wrong kind of values")
+        if self.categorical and (self.encoder is None or self.before):
+            raise ValueError(f"'{self.label}': categories without an encoder, or numeric steps")
+        if self.encoder is not None and not set(self.encoder.names) <= set(self.inputs):
+            raise ValueError(f"'{self.label}': the encoder takes columns that are not inputs")
+
 
 @dataclass(frozen=True)
 class _CompiledTransform:
@@ -447,6 +583,31 @@ class _CompiledTransform:
 
     def describe(self) -> list[str]:
         return [block.describe() for block in self.blocks]
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-able dict that from_json turns back into this transform (plain JSON: NaN and
+        infinities are strings, values of other types than JSON's are tagged objects)."""
+        return {
+            "format": _TRANSFORM_FORMAT,
+            "width": self.width,
+            "blocks": [block.to_json() for block in self.blocks],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> _CompiledTransform:
+        """The transform to_json wrote; ValueError for anything else (it imports only numpy)."""
+        if _get(data, "format", str) != _TRANSFORM_FORMAT:
+            raise ValueError(f"the format {data['format']!r} is not {_TRANSFORM_FORMAT!r}")
+        blocks = tuple(_Block.from_json(block) for block in _get(data, "blocks", list))
+        width = _get(data, "width", int)
+        stop = 0
+        for block in blocks:  # side by side, as _place lays them out
+            if block.start != stop or block.stop < block.start:
+                raise ValueError(f"block '{block.label}' is not at [{stop}:...]")
+            stop = block.stop
+        if not blocks or stop != width:
+            raise ValueError(f"the blocks make {stop} features, not {width}")
+        return cls(blocks, width)
 
 
 def _compile(preprocessor: Any, columns: Sequence[str]) -> _CompiledTransform:
@@ -740,6 +901,130 @@ def _width(inputs: list[str], ops: list[_Op]) -> int:
     return width
 
 
+# -- the compiled transform as JSON: what packaging writes so that serving needs numpy alone -------
+
+_T = TypeVar("_T")
+
+# The numpy functions an _Elementwise step may name (JSON names nothing else to call).
+_UFUNCS: Final[dict[str, Callable[..., Any]]] = {
+    "add": np.add,
+    "subtract": np.subtract,
+    "multiply": np.multiply,
+    "divide": np.divide,
+}
+_NONFINITE: Final = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+
+
+def _get(data: Any, key: str, kind: type[_T]) -> _T:
+    """data[key], which must be a `kind`: a ValueError says what else the JSON holds."""
+    if not isinstance(data, Mapping):
+        raise ValueError(f"expected a JSON object with '{key}', got {type(data).__name__}")
+    value = data.get(key)
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise ValueError(f"'{key}' must be a {kind.__name__}, not {value!r:.60}")
+    return value
+
+
+def _strings(data: Any, key: str) -> tuple[str, ...]:
+    values = _get(data, key, list)
+    if not all(isinstance(value, str) for value in values):
+        raise ValueError(f"'{key}' must be a list of strings")
+    return tuple(values)
+
+
+def _ints(data: Any, key: str) -> tuple[int, ...]:
+    values = _get(data, key, list)
+    if not all(isinstance(value, int) and not isinstance(value, bool) for value in values):
+        raise ValueError(f"'{key}' must be a list of integers")
+    return tuple(values)
+
+
+def _floats_json(array: Any) -> Any:
+    """Floats as a number or (nested) lists of numbers, with "nan", "inf" and "-inf" for the
+    values JSON has no number for."""
+    return _finite_or_name(np.asarray(array, dtype=np.float64).tolist())
+
+
+def _finite_or_name(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_finite_or_name(item) for item in value]
+    return value if math.isfinite(value) else str(value)  # str(): "nan", "inf", "-inf"
+
+
+def _floats(data: Any, ndim: int | None = None) -> Floats:
+    """The float64 array _floats_json wrote (of `ndim` dimensions, if given)."""
+    array = np.array(_number_or_name(data), dtype=np.float64)  # ragged lists: ValueError
+    if ndim is not None and array.ndim != ndim:
+        raise ValueError(f"expected {ndim} dimension(s) of numbers, got {array.ndim}")
+    return array
+
+
+def _number_or_name(data: Any) -> Any:
+    if isinstance(data, list):
+        return [_number_or_name(item) for item in data]
+    if isinstance(data, str) and data in _NONFINITE:
+        return _NONFINITE[data]
+    if isinstance(data, int | float) and not isinstance(data, bool):
+        return float(data)
+    raise ValueError(f"{data!r:.60} is not a number")
+
+
+def _value_json(value: Any) -> Any:
+    """A category, fill or input value, so that it loads back as the same value of the same
+    type: strings, integers, floats, booleans and None as JSON has them, the rest tagged."""
+    if value is _MISSING:
+        return {"missing": True}
+    if isinstance(value, np.generic):
+        value = value.item()  # numpy scalars as the Python values they compare equal to
+    if value is None or isinstance(value, str | bool | int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else {"float": str(value)}
+    raise TypeError(f"the value {value!r} ({type(value).__name__}) has no JSON form")
+
+
+def _value(data: Any) -> Any:
+    if isinstance(data, dict):
+        if data == {"missing": True}:
+            return _MISSING
+        if list(data) == ["float"] and data["float"] in _NONFINITE:
+            return _NONFINITE[data["float"]]
+        raise ValueError(f"unknown tagged value {data!r:.60}")
+    if data is None or isinstance(data, str | bool | int | float):
+        return data
+    raise ValueError(f"{data!r:.60} is not a value")
+
+
+def _categories_json(lookup: Mapping[Any, int]) -> list[Any]:
+    """An encoder column's categories in index order (its lookup's keys)."""
+    ordered = sorted(lookup, key=lookup.__getitem__)
+    if [lookup[category] for category in ordered] != list(range(len(lookup))):
+        raise ValueError("the category indices are not 0, 1, 2, ...")
+    return [_value_json(category) for category in ordered]
+
+
+def _lookup(data: Any) -> dict[Any, int]:
+    if not isinstance(data, list):
+        raise ValueError(f"the categories of a column must be a list, not {data!r:.60}")
+    lookup = {_value(category): index for index, category in enumerate(data)}
+    if len(lookup) != len(data):
+        raise ValueError(f"repeated categories in {data!r:.60}")
+    return lookup
+
+
+def _step(data: Any) -> _NumericStep:
+    readers: dict[str, Callable[[Mapping[str, Any]], _NumericStep]] = {
+        "elementwise": _Elementwise.from_json,
+        "fill-nan": _FillNaN.from_json,
+        "clip": _Clip.from_json,
+        "keep": _KeepNumbers.from_json,
+    }
+    kind = _get(data, "step", str)
+    if kind not in readers:
+        raise ValueError(f"unknown step {kind!r}")
+    return readers[kind](data)
+
+
 # -- scikit-learn on a DataFrame: the fallback for preprocessors the compiler does not know -------
 
 
@@ -967,13 +1252,17 @@ class _NotNative(Exception):
     """The package has no native predictor (the message says why): use pyfunc."""
 
 
-def load_predictor(folder: Path, *, native: bool = True, nthread: int = 1) -> Predictor:
+def load_predictor(
+    folder: Path, *, native: bool = True, nthread: int = 1, verify: bool = False
+) -> Predictor:
     """The predictor of the MLflow model package in `folder` (see the module docstring).
 
     `native=False` always predicts through mlflow.pyfunc. `nthread` is XGBoost's threads per
     prediction: 1 is fastest for one or a few rows, and leaves the other cores to the server
     (more threads gain about 10% from 256 rows on, measured on 2 cores; a server scales out
-    with processes). A missing, damaged or unloadable package raises ArtifactError.
+    with processes). `verify=True` checks a compiled preprocessor written at packaging against
+    scikit-learn again (which it then imports). A missing, damaged or unloadable package raises
+    ArtifactError.
     """
     folder = Path(folder)
     doc = _read_mlmodel(folder)
@@ -985,7 +1274,7 @@ def load_predictor(folder: Path, *, native: bool = True, nthread: int = 1) -> Pr
     flavors: dict[str, Any] = doc["flavors"]
     try:
         if _is_inference_pipeline(flavors):
-            return _load_pipeline(folder, doc, nthread)
+            return _load_pipeline(folder, doc, nthread, verify)
         if isinstance(flavors.get("xgboost"), dict):
             return _load_xgboost(folder, doc, nthread)
         if isinstance(flavors.get("sklearn"), dict):
@@ -1025,40 +1314,79 @@ def _artifact_path(folder: Path, flavors: Mapping[str, Any], name: str) -> Path:
     return folder / str(entry["path"])
 
 
-def _load_pipeline(folder: Path, doc: Mapping[str, Any], nthread: int) -> Predictor:
+def _load_pipeline(folder: Path, doc: Mapping[str, Any], nthread: int, verify: bool) -> Predictor:
     flavors = doc["flavors"]
-    config_path = _artifact_path(folder, flavors, _CONFIG_ARTIFACT)
-    columns, numeric = _read_config(config_path)
-    preprocessor = _load_preprocessor(_artifact_path(folder, flavors, _PREPROCESSOR_ARTIFACT))
+    columns, numeric = _read_config(_artifact_path(folder, flavors, _CONFIG_ARTIFACT))
+    preprocessor_path = _artifact_path(folder, flavors, _PREPROCESSOR_ARTIFACT)
+    precompiled, unused = _precompiled_or_why_not(preprocessor_path, columns)
+    if precompiled is not None and not verify:
+        # checked against scikit-learn at packaging, and on its recorded features just now
+        transform: _CompiledTransform | _SklearnTransform = precompiled.transform
+        details = _transform_details(transform, None, precompiled.preprocessor)
+        details |= {"compiled_from": PRECOMPILED_FILE, "verified": "packaging"}
+        library = True  # `import xgboost` would import scikit-learn, scipy and pandas
+    else:
+        transform, details = _transform_at_load(
+            folder, doc, preprocessor_path, columns, numeric, precompiled
+        )
+        library = False  # scikit-learn is loaded: xgboost itself costs little more
     booster_path = _artifact_path(folder, flavors, _BOOSTER_ARTIFACT)
-    booster = _load_booster(booster_path, nthread)
+    booster = _load_booster(booster_path, nthread, library=library)
+    if isinstance(transform, _CompiledTransform) and transform.width != booster.num_features():
+        raise ArtifactError(
+            f"the preprocessor makes {transform.width} features but the booster expects "
+            f"{booster.num_features()}: they do not come from the same training run",
+            where=str(booster_path),
+            hint="package the preprocessor and the model of one training run",
+        )
+    details |= {
+        "precompiled_fallback": unused,
+        "booster": "libxgboost" if isinstance(booster, _LibBooster) else "xgboost",
+        "nthread": nthread,
+    }
+    return _PipelinePredictor(folder, columns, transform, booster, details)
+
+
+def _transform_at_load(
+    folder: Path,
+    doc: Mapping[str, Any],
+    preprocessor_path: Path,
+    columns: list[str],
+    numeric: list[str],
+    precompiled: _Precompiled | None,
+) -> tuple[_CompiledTransform | _SklearnTransform, dict[str, Any]]:
+    """The preprocessor, compiled here (or as packaging compiled it) if the compiled transform
+    makes what scikit-learn makes on the package's probe rows, else as it is."""
+    preprocessor = _load_preprocessor(preprocessor_path)
     fallback = _SklearnTransform(preprocessor, tuple(columns), frozenset(numeric))
     transform: _CompiledTransform | _SklearnTransform = fallback
-    reason: str | None = None
     try:
-        compiled = _compile(preprocessor, columns)
+        compiled = precompiled.transform if precompiled else _compile(preprocessor, columns)
         reason = _verify(compiled, fallback, _probes(folder, doc, columns))
         if reason is None:
             transform = compiled
     except _Unsupported as exc:
         reason = str(exc)
-    width = transform.width if isinstance(transform, _CompiledTransform) else None
-    if width is not None and width != booster.num_features():
-        raise ArtifactError(
-            f"the preprocessor makes {width} features but the booster expects "
-            f"{booster.num_features()}: they do not come from the same training run",
-            where=str(booster_path),
-            hint="package the preprocessor and the model of one training run",
-        )
-    details = {
-        "transform": "compiled" if reason is None else "scikit-learn",
+    details = _transform_details(transform, reason, type(preprocessor).__name__)
+    if reason is None:
+        source = PRECOMPILED_FILE if precompiled else preprocessor_path.name
+        details |= {"compiled_from": source, "verified": "load"}
+    return transform, details
+
+
+def _transform_details(
+    transform: _CompiledTransform | _SklearnTransform, reason: str | None, preprocessor: str
+) -> dict[str, Any]:
+    compiled = transform if isinstance(transform, _CompiledTransform) else None
+    return {
+        "transform": "scikit-learn" if compiled is None else "compiled",
         "fallback": reason,
-        "features": width,
-        "steps": transform.describe() if isinstance(transform, _CompiledTransform) else None,
-        "preprocessor": type(preprocessor).__name__,
-        "nthread": nthread,
+        "features": None if compiled is None else compiled.width,
+        "steps": None if compiled is None else compiled.describe(),
+        "preprocessor": preprocessor,
+        "compiled_from": None,
+        "verified": None,
     }
-    return _PipelinePredictor(folder, columns, transform, booster, details)
 
 
 def _read_config(path: Path) -> tuple[list[str], list[str]]:
@@ -1101,7 +1429,19 @@ def _load_preprocessor(path: Path) -> Any:
     return preprocessor
 
 
-def _load_booster(path: Path, nthread: int) -> Any:
+def _load_booster(path: Path, nthread: int, *, library: bool = False) -> Any:
+    """xgboost.Booster, or with `library` _LibBooster where XGBoost's library is found."""
+    lib = _xgboost_library() if library else None
+    if lib is not None:
+        try:
+            return _LibBooster(lib, path, nthread)
+        except _XGBoostError as exc:
+            first = (str(exc).strip().splitlines() or [""])[0]
+            raise ArtifactError(
+                f"cannot load the XGBoost model: {first}",
+                where=str(path),
+                hint="the package is damaged; materialize it again from the artifact store",
+            ) from exc
     import xgboost
 
     try:
@@ -1115,6 +1455,91 @@ def _load_booster(path: Path, nthread: int) -> Any:
         ) from exc
     booster.set_param({"nthread": nthread})
     return booster
+
+
+class _XGBoostError(RuntimeError):
+    """XGBoost's library failed (the message is its own)."""
+
+
+@cache
+def _xgboost_library() -> ctypes.CDLL | None:
+    """XGBoost's shared library, loaded as the xgboost package loads it but without importing
+    that package; None where it is not in the package's lib folder (then xgboost is imported)."""
+    spec = importlib.util.find_spec("xgboost")
+    name = {"darwin": "libxgboost.dylib", "win32": "xgboost.dll"}.get(sys.platform, "libxgboost.so")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(folder) / "lib" / name
+        if not path.is_file():
+            continue
+        try:
+            lib = ctypes.CDLL(str(path))
+            lib.XGBGetLastError.restype = ctypes.c_char_p
+            major, minor, patch = ctypes.c_int(), ctypes.c_int(), ctypes.c_int()
+            lib.XGBoostVersion(ctypes.byref(major), ctypes.byref(minor), ctypes.byref(patch))
+        except (OSError, AttributeError):  # a dependency missing (OpenMP), an odd build
+            return None
+        return lib if major.value >= 2 else None  # the C API _LibBooster calls, as of 2.0
+    return None
+
+
+class _LibBooster:
+    """An XGBoost model through XGBoost's C API: the calls xgboost.Booster(model_file=...) and
+    its inplace_predict on a numpy matrix make, so it predicts exactly what they predict."""
+
+    def __init__(self, lib: ctypes.CDLL, path: Path, nthread: int) -> None:
+        self._lib = lib
+        self._handle = ctypes.c_void_p()
+        self._call("XGBoosterCreate", None, ctypes.c_uint64(0), ctypes.byref(self._handle))
+        weakref.finalize(self, lib.XGBoosterFree, self._handle)
+        self._call("XGBoosterLoadModel", self._handle, str(path).encode("utf-8"))
+        for key, value in {"validate_parameters": "True", "nthread": str(nthread)}.items():
+            self._call("XGBoosterSetParam", self._handle, key.encode(), value.encode())
+        # inplace_predict's defaults: values (no margin), all trees, NaN is missing
+        config = {
+            "type": 0,
+            "training": False,
+            "iteration_begin": 0,
+            "iteration_end": 0,
+            "missing": math.nan,
+            "strict_shape": False,
+            "cache_id": 0,
+        }
+        self._config = json.dumps(config).encode()  # NaN as XGBoost's own JSON reader takes it
+
+    def _call(self, function: str, *args: Any) -> None:
+        if getattr(self._lib, function)(*args) != 0:
+            raise _XGBoostError(self._lib.XGBGetLastError().decode("utf-8", "replace"))
+
+    def num_features(self) -> int:
+        count = ctypes.c_uint64()
+        self._call("XGBoosterGetNumFeature", self._handle, ctypes.byref(count))
+        return int(count.value)
+
+    def inplace_predict(
+        self, data: Floats, validate_features: bool = False
+    ) -> npt.NDArray[np.float32]:
+        """Predictions for a float64 matrix (any strides), as xgboost.Booster.inplace_predict."""
+        shape = ctypes.POINTER(ctypes.c_uint64)()
+        dims = ctypes.c_uint64()
+        result = ctypes.POINTER(ctypes.c_float)()
+        interface = json.dumps(data.__array_interface__).encode()
+        self._call(
+            "XGBoosterPredictFromDense",
+            self._handle,
+            interface,
+            self._config,
+            None,  # no proxy DMatrix (no base margin)
+            ctypes.byref(shape),
+            ctypes.byref(dims),
+            ctypes.byref(result),
+        )
+        out_shape = tuple(int(shape[i]) for i in range(dims.value))
+        size = math.prod(out_shape)
+        if size == 0:
+            empty = out_shape if result else (0,)  # as xgboost makes it: no buffer is (0,)
+            return np.zeros(empty, dtype=np.float32)
+        # a copy: the library reuses its buffer for this thread's next prediction
+        return np.ctypeslib.as_array(result, shape=(size,)).reshape(out_shape).copy()
 
 
 def _probes(folder: Path, doc: Mapping[str, Any], columns: list[str]) -> list[dict[str, list[Any]]]:
@@ -1143,29 +1568,207 @@ def _input_example(folder: Path, doc: Mapping[str, Any]) -> dict[str, list[Any]]
     return None
 
 
+# Rows to transform, as column lists, with the features expected for them.
+_Check = tuple[dict[str, list[Any]], Floats]
+
+
 def _verify(
     compiled: _CompiledTransform, reference: _SklearnTransform, probes: list[dict[str, list[Any]]]
 ) -> str | None:
     """Why the compiled transform cannot be trusted, or None when it makes what scikit-learn
     makes on the probes (a guard against scikit-learn versions that transform differently)."""
+    return _compare(compiled, _expected_features(reference, probes), "scikit-learn's")
+
+
+def _expected_features(
+    reference: _SklearnTransform, probes: list[dict[str, list[Any]]]
+) -> list[_Check]:
+    """scikit-learn's features for the probes it transforms."""
+    checks = []
     for probe in probes:
-        rows = len(next(iter(probe.values())))
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                expected = reference(probe, rows)
+                checks.append((probe, reference(probe, _rows(probe))))
         except (ValueError, TypeError):
             continue  # e.g. a missing value where the encoder refuses unknown categories
+    return checks
+
+
+def _compare(compiled: _CompiledTransform, checks: list[_Check], source: str) -> str | None:
+    for probe, expected in checks:
         try:
-            got = compiled(probe, rows)
+            got = compiled(probe, _rows(probe))
         except PredictError as exc:
-            return f"the compiled transform refuses rows that scikit-learn takes: {exc}"
+            return f"the compiled transform refuses rows that {source} transform takes: {exc}"
         same = got.shape == expected.shape and np.allclose(
             got, expected, rtol=1e-12, atol=1e-12, equal_nan=True
         )
         if not same:
-            return "the compiled transform differs from scikit-learn's on the input example"
+            return f"the compiled transform differs from {source} transform on the input example"
     return None
+
+
+def _rows(columns: Columns) -> int:
+    return len(next(iter(columns.values())))
+
+
+# -- the precompiled file: the compiled preprocessor as packaging checked it --------------------
+
+
+@dataclass(frozen=True)
+class _Precompiled:
+    transform: _CompiledTransform
+    preprocessor: str  # its class name, for describe()
+
+
+class _Unusable(Exception):
+    """The precompiled file cannot be used (the message says why)."""
+
+
+def write_compiled_preprocessor(package: Path, preprocessor: Any) -> str | None:
+    """Write PRECOMPILED_FILE beside the preprocessor of the inference-pipeline package in
+    `package` (`preprocessor` is its preprocessor, loaded), when it compiles and the compiled
+    transform makes what scikit-learn makes on the package's input example and a row of missing
+    values: the check load_predictor makes otherwise. None when written, else why not."""
+    doc = _read_mlmodel(package)
+    flavors = doc["flavors"]
+    columns, numeric = _read_config(_artifact_path(package, flavors, _CONFIG_ARTIFACT))
+    preprocessor_path = _artifact_path(package, flavors, _PREPROCESSOR_ARTIFACT)
+    target = _precompiled_path(preprocessor_path)
+    if target.exists():  # an artifact of that very name: leave it alone
+        return f"the package already has a file {target.name}"
+    reference = _SklearnTransform(preprocessor, tuple(columns), frozenset(numeric))
+    try:
+        compiled = _compile(preprocessor, columns)
+    except _Unsupported as exc:
+        return str(exc)
+    checks = _expected_features(reference, _probes(package, doc, columns))
+    reason = _compare(compiled, checks, "scikit-learn's")
+    if reason is not None:
+        return reason
+    try:
+        text = json.dumps(
+            _precompiled_json(compiled, preprocessor, preprocessor_path, checks),
+            indent=1,
+            allow_nan=False,
+        )
+    except (TypeError, ValueError) as exc:  # a category of a type JSON cannot hold
+        return f"the compiled transform has no JSON form: {exc}"
+    target.write_text(text + "\n", encoding="utf-8")
+    return None
+
+
+def _precompiled_path(preprocessor_path: Path) -> Path:
+    return preprocessor_path.with_name(PRECOMPILED_FILE)
+
+
+def _precompiled_json(
+    compiled: _CompiledTransform, preprocessor: Any, path: Path, checks: list[_Check]
+) -> dict[str, Any]:
+    import sklearn
+
+    return {
+        "format": _PRECOMPILED_FORMAT,
+        # the file it was compiled from: serving uses this one with that file only
+        "preprocessor_sha256": _sha256(path),
+        "preprocessor": type(preprocessor).__name__,
+        "compiled_with": {"scikit-learn": sklearn.__version__, "numpy": np.__version__},
+        "transform": compiled.to_json(),
+        # scikit-learn's features for the probe rows, which serving checks again with numpy
+        "checks": [
+            {
+                "columns": {
+                    name: [_value_json(v) for v in values] for name, values in probe.items()
+                },
+                "features": _floats_json(expected),
+            }
+            for probe, expected in checks
+        ],
+    }
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _precompiled_or_why_not(
+    preprocessor_path: Path, columns: Sequence[str]
+) -> tuple[_Precompiled | None, str | None]:
+    """The package's precompiled transform if it can be used instead of the preprocessor, else
+    None and why not."""
+    try:
+        return _read_precompiled(preprocessor_path, columns), None
+    except _Unusable as exc:
+        return None, str(exc)
+
+
+def _read_precompiled(preprocessor_path: Path, columns: Sequence[str]) -> _Precompiled:
+    path = _precompiled_path(preprocessor_path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise _Unusable(
+            f"the package has no {PRECOMPILED_FILE} (packaged before modelyard wrote one, or "
+            "its preprocessor does not compile)"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _Unusable(f"{PRECOMPILED_FILE} cannot be read: {exc}") from exc
+    try:
+        doc = json.loads(text, parse_constant=_not_plain_json)
+        if _get(doc, "format", str) != _PRECOMPILED_FORMAT:
+            raise _Unusable(
+                f"{PRECOMPILED_FILE} has the format {doc['format']!r}; this modelyard reads "
+                f"{_PRECOMPILED_FORMAT!r}"
+            )
+        recorded, actual = _get(doc, "preprocessor_sha256", str), _sha256(preprocessor_path)
+        if recorded != actual:
+            raise _Unusable(
+                f"{PRECOMPILED_FILE} was compiled from another preprocessor (sha256 "
+                f"{recorded[:12]}...; {preprocessor_path.name} has {actual[:12]}...)"
+            )
+        transform = _CompiledTransform.from_json(_get(doc, "transform", dict))
+        checks = [_check_from_json(check) for check in _get(doc, "checks", list)]
+        preprocessor = _get(doc, "preprocessor", str)
+    except (OSError, ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+        raise _Unusable(f"{PRECOMPILED_FILE} is unreadable: {exc}") from exc
+    _check_precompiled(transform, checks, columns)
+    return _Precompiled(transform, preprocessor)
+
+
+def _not_plain_json(name: str) -> Any:
+    raise ValueError(f"{name} is not plain JSON")
+
+
+def _check_from_json(data: Any) -> _Check:
+    columns = _get(data, "columns", dict)
+    probe = {str(name): [_value(v) for v in _get(columns, name, list)] for name in columns}
+    if not probe or len({len(values) for values in probe.values()}) != 1:
+        raise ValueError("a check's columns must have one length")
+    return probe, _floats(data.get("features"), ndim=2)
+
+
+def _check_precompiled(
+    transform: _CompiledTransform, checks: list[_Check], columns: Sequence[str]
+) -> None:
+    """The transform fits the pipeline's inputs and, with this numpy, still makes the features
+    scikit-learn made at packaging (a damaged file, or numpy computing otherwise, shows here)."""
+    inputs = {name for block in transform.blocks for name in block.inputs}
+    if not inputs <= set(columns):
+        unknown = sorted(inputs - set(columns))
+        raise _Unusable(f"{PRECOMPILED_FILE} takes columns the pipeline has not: {unknown}")
+    if any(not inputs <= set(probe) for probe, _ in checks):
+        raise _Unusable(f"{PRECOMPILED_FILE} has checks without the columns it takes")
+    try:
+        reason = _compare(transform, checks, "the packaging-time scikit-learn")
+    except (ValueError, TypeError, IndexError) as exc:  # the ops do not fit together
+        reason = f"the compiled transform fails on its checks: {type(exc).__name__}: {exc}"
+    if reason is not None:
+        raise _Unusable(f"{PRECOMPILED_FILE}: {reason}")
 
 
 def _signature_columns(folder: Path, doc: Mapping[str, Any]) -> list[tuple[str, str]] | None:

@@ -230,6 +230,50 @@ def test_package_info_describes_the_folder_as_the_artifact_store_sees_it(
     assert json.loads(json.dumps(package.to_json()))["digest"] == package.digest
 
 
+def test_the_compiled_preprocessor_is_a_file_of_the_package_that_mlflow_leaves_alone(
+    abalone: Abalone, package: PackageInfo, tmp_path: Path
+) -> None:
+    import hashlib
+
+    import mlflow.pyfunc
+
+    compiled = package.path / "artifacts" / "preprocessor.compiled.json"
+    document = json.loads(compiled.read_text())
+    preprocessor = (package.path / "artifacts" / "preprocessor.joblib").read_bytes()
+    assert document["preprocessor_sha256"] == hashlib.sha256(preprocessor).hexdigest()
+    # the pyfunc model's artifacts are those it loads, as before; MLflow loads and predicts
+    mlmodel = yaml.safe_load((package.path / "MLmodel").read_text())
+    assert sorted(mlmodel["flavors"]["python_function"]["artifacts"]) == [
+        "booster",
+        "pipeline",
+        "preprocessor",
+    ]
+    model = mlflow.pyfunc.load_model(str(package.path))
+    assert np.allclose(model.predict(abalone.frame), abalone.expected())
+    # the file is part of the package's content, and so of its digest
+    without = tmp_path / "without"
+    shutil.copytree(package.path, without)
+    (without / "artifacts" / compiled.name).unlink()
+    assert inspect_package(without).digest != package.digest
+
+
+def test_a_preprocessor_that_does_not_compile_is_packaged_without_the_compiled_file(
+    abalone: Abalone, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from modelyard.serving import predictors
+
+    def unsupported(preprocessor: Any, columns: Any) -> Any:
+        raise predictors._Unsupported("a transformer the compiler does not know")
+
+    monkeypatch.setattr(predictors, "_compile", unsupported)
+    info = abalone.package(tmp_path / "pkg")
+    assert sorted(p.name for p in (info.path / "artifacts").iterdir()) == [
+        "pipeline.json",
+        "preprocessor.joblib",
+        "xgboost-model.json",
+    ]
+
+
 def test_caller_requirements_are_added_and_replace_a_pin(abalone: Abalone, tmp_path: Path) -> None:
     info = package_inference_pipeline(
         tmp_path / "pkg",

@@ -24,7 +24,12 @@ import pytest
 from modelyard.errors import ArtifactError
 from modelyard.registry.packaging import PackageInfo, package_inference_pipeline
 from modelyard.serving import predictors
-from modelyard.serving.predictors import PredictError, Predictor, load_predictor
+from modelyard.serving.predictors import (
+    PRECOMPILED_FILE,
+    PredictError,
+    Predictor,
+    load_predictor,
+)
 from modelyard.testing.abalone import COLUMNS, Abalone, make_abalone, read_rows
 
 SLICE_ROWS = 300
@@ -220,7 +225,7 @@ def test_native_false_predicts_through_pyfunc(
 
 
 def test_a_compiled_transform_that_disagrees_with_scikit_learn_is_not_used(
-    package: PackageInfo, pyfunc: Any, abalone: Abalone, monkeypatch: pytest.MonkeyPatch
+    package_copy: Path, pyfunc: Any, abalone: Abalone, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # as if a scikit-learn version transformed differently: the input example gives it away
     compile_for_real = predictors._compile
@@ -231,7 +236,8 @@ def test_a_compiled_transform_that_disagrees_with_scikit_learn_is_not_used(
         return compiled
 
     monkeypatch.setattr(predictors, "_compile", off_by_one)
-    loaded = load_predictor(package.path)
+    (package_copy / "artifacts" / PRECOMPILED_FILE).unlink()  # compiled at load, as before
+    loaded = load_predictor(package_copy)
     assert loaded.describe()["transform"] == "scikit-learn"
     assert "differs from scikit-learn's" in loaded.describe()["fallback"]
     assert_predicts_like(loaded, pyfunc, abalone.frame)
@@ -306,6 +312,205 @@ def test_a_pipeline_of_another_format_is_served_by_pyfunc(
     assert loaded.kind == "pyfunc"
     assert new in loaded.describe()["native_fallback"]
     assert loaded.predict(columns_of(abalone.frame), 40).shape == (40,)
+
+
+# -- the precompiled preprocessor: written at packaging, loaded without scikit-learn ----------
+
+
+def _compiled_file(folder: Path) -> Path:
+    return folder / "artifacts" / PRECOMPILED_FILE
+
+
+def test_the_package_holds_the_compiled_preprocessor_and_serving_loads_it(
+    package: PackageInfo, predictor: Predictor
+) -> None:
+    import hashlib
+
+    document = json.loads(_compiled_file(package.path).read_text())
+    assert document["format"] == "modelyard-compiled-preprocessor/1"
+    assert document["transform"]["format"] == "modelyard-compiled-transform/1"
+    joblib_file = package.path / "artifacts" / "preprocessor.joblib"
+    assert document["preprocessor_sha256"] == hashlib.sha256(joblib_file.read_bytes()).hexdigest()
+    assert len(document["checks"]) == 2  # the input example and a row of missing values
+    described = predictor.describe()
+    assert described["compiled_from"] == PRECOMPILED_FILE
+    assert described["verified"] == "packaging"
+    assert described["precompiled_fallback"] is None
+    assert described["booster"] == "libxgboost"
+    assert described["preprocessor"] == "ColumnTransformer"
+
+
+def test_the_precompiled_pipeline_predicts_exactly_like_pyfunc(
+    predictor: Predictor, pyfunc: Any, abalone: Abalone
+) -> None:
+    rows = read_rows(SLICE_ROWS, SLICE_ROWS + 1000)
+    rows.loc[3, "sex"] = None
+    rows.loc[4, ["length", "height"]] = np.nan
+    for frame in (abalone.frame, rows, rows.head(1)):
+        got = predictor.predict(columns_of(frame), len(frame))
+        assert np.array_equal(got, np.asarray(pyfunc.predict(frame), dtype=np.float64))
+
+
+_LOAD_IN_A_FRESH_PROCESS = """
+import json, sys
+from modelyard.serving.predictors import load_predictor
+request = json.load(sys.stdin)
+predictor = load_predictor(request["path"])
+predictions = predictor.predict(request["columns"], request["rows"])
+heavy = ("sklearn", "pandas", "scipy", "mlflow", "xgboost", "joblib")
+print(json.dumps({
+    "imported": [m for m in heavy if m in sys.modules],
+    "described": predictor.describe(),
+    "predictions": predictions.tolist(),
+}))
+"""
+
+
+def test_a_fresh_process_loads_the_package_without_scikit_learn_pandas_scipy_or_mlflow(
+    package: PackageInfo, pyfunc: Any, abalone: Abalone
+) -> None:
+    frame = abalone.frame
+    request = {"path": str(package.path), "columns": columns_of(frame), "rows": len(frame)}
+    done = subprocess.run(
+        [sys.executable, "-c", _LOAD_IN_A_FRESH_PROCESS],
+        input=json.dumps(request),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert answer["imported"] == []
+    assert answer["described"]["compiled_from"] == PRECOMPILED_FILE
+    assert answer["described"]["booster"] == "libxgboost"
+    expected = np.asarray(pyfunc.predict(frame), dtype=np.float64)
+    assert np.array_equal(np.asarray(answer["predictions"]), expected)
+
+
+def _tamper(preprocessor_file: Path) -> None:
+    """Another preprocessor in the same file: the scaler centers the numbers elsewhere."""
+    import joblib
+
+    preprocessor = joblib.load(preprocessor_file)
+    preprocessor.named_transformers_["numeric"].named_steps["scaler"].mean_ += 0.25
+    joblib.dump(preprocessor, preprocessor_file)
+
+
+def test_a_precompiled_file_of_another_preprocessor_is_not_used(
+    package_copy: Path, predictor: Predictor, abalone: Abalone
+) -> None:
+    import mlflow.pyfunc
+
+    _tamper(package_copy / "artifacts" / "preprocessor.joblib")
+    loaded = load_predictor(package_copy)
+    described = loaded.describe()
+    assert "compiled from another preprocessor" in described["precompiled_fallback"]
+    assert described["compiled_from"] == "preprocessor.joblib"  # compiled again, at load
+    assert described["verified"] == "load"
+    assert described["booster"] == "xgboost"
+    # the predictions are the tampered preprocessor's, as pyfunc makes them
+    got = assert_predicts_like(loaded, mlflow.pyfunc.load_model(str(package_copy)), abalone.frame)
+    assert not np.allclose(got, predictor.predict(columns_of(abalone.frame), 40))
+
+
+def test_a_package_without_the_precompiled_file_loads_as_before(
+    package_copy: Path, pyfunc: Any, abalone: Abalone
+) -> None:
+    _compiled_file(package_copy).unlink()  # a package made before modelyard wrote one
+    loaded = load_predictor(package_copy)
+    described = loaded.describe()
+    assert f"has no {PRECOMPILED_FILE}" in described["precompiled_fallback"]
+    assert described["transform"] == "compiled"
+    assert described["compiled_from"] == "preprocessor.joblib"
+    assert described["verified"] == "load"
+    assert_predicts_like(loaded, pyfunc, abalone.frame)
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (lambda doc: "{not json", "is unreadable"),
+        (lambda doc: json.dumps({**doc, "format": "modelyard-compiled-preprocessor/9"}), "format"),
+        (lambda doc: json.dumps({**doc, "transform": {"format": "x"}}), "is unreadable"),
+        (lambda doc: json.dumps(doc).replace('"subtract"', '"add"'), "differs from the packaging"),
+        (lambda doc: json.dumps(doc).replace('"median"', "NaN"), "is unreadable"),
+    ],
+    ids=["not-json", "other-format", "bad-transform", "other-op", "nan-token"],
+)
+def test_a_damaged_precompiled_file_is_not_used(
+    package_copy: Path, pyfunc: Any, abalone: Abalone, damage: Any, reason: str
+) -> None:
+    path = _compiled_file(package_copy)
+    path.write_text(damage(json.loads(path.read_text())))
+    loaded = load_predictor(package_copy)
+    described = loaded.describe()
+    assert reason in described["precompiled_fallback"]
+    assert described["compiled_from"] == "preprocessor.joblib"
+    assert_predicts_like(loaded, pyfunc, abalone.frame)
+
+
+def test_verify_checks_the_precompiled_transform_against_scikit_learn_again(
+    package_copy: Path, pyfunc: Any, abalone: Abalone
+) -> None:
+    # a precompiled transform that is off, with checks made to agree with it: only
+    # scikit-learn can tell
+    path = _compiled_file(package_copy)
+    document = json.loads(path.read_text())
+    document["transform"]["blocks"][0]["before"][1]["value"][0] += 0.5
+    transform = predictors._CompiledTransform.from_json(document["transform"])
+    for check in document["checks"]:
+        columns = check["columns"]
+        check["features"] = transform(columns, len(columns["sex"])).tolist()
+    path.write_text(json.dumps(document))
+
+    trusting = load_predictor(package_copy)
+    assert trusting.describe()["compiled_from"] == PRECOMPILED_FILE
+    verified = load_predictor(package_copy, verify=True)
+    described = verified.describe()
+    assert described["transform"] == "scikit-learn"
+    assert "differs from scikit-learn's" in described["fallback"]
+    assert described["precompiled_fallback"] is None  # it was used, and found wrong
+    assert_predicts_like(verified, pyfunc, abalone.frame)
+
+
+def test_verify_passes_a_sound_precompiled_transform(package: PackageInfo, pyfunc: Any) -> None:
+    loaded = load_predictor(package.path, verify=True)
+    described = loaded.describe()
+    assert described["transform"] == "compiled"
+    assert described["compiled_from"] == PRECOMPILED_FILE
+    assert described["verified"] == "load"
+
+
+def test_a_booster_of_another_width_is_refused_on_the_fast_path_too(package_copy: Path) -> None:
+    import xgboost
+
+    rng = np.random.default_rng(0)
+    data = xgboost.DMatrix(rng.normal(size=(20, 3)), label=rng.normal(size=20))
+    other = xgboost.train({"nthread": 1}, data, num_boost_round=1)
+    other.save_model(str(package_copy / "artifacts" / "xgboost-model.json"))
+    assert _compiled_file(package_copy).is_file()
+    with pytest.raises(ArtifactError, match="makes 10 features but the booster expects 3"):
+        load_predictor(package_copy)
+
+
+def test_the_library_booster_predicts_as_xgboost_does(package: PackageInfo) -> None:
+    import xgboost
+
+    booster_file = package.path / "artifacts" / "xgboost-model.json"
+    library = predictors._xgboost_library()
+    assert library is not None
+    native = predictors._LibBooster(library, booster_file, nthread=1)
+    booster = xgboost.Booster(model_file=str(booster_file))
+    assert native.num_features() == booster.num_features() == 10
+    rng = np.random.default_rng(3)
+    matrix = rng.normal(size=(300, 10))
+    matrix[::7, 2] = np.nan
+    for x in (matrix, np.asfortranarray(matrix), matrix[::3], matrix[:1], matrix[:0]):
+        expected = booster.inplace_predict(x, validate_features=False)
+        got = native.inplace_predict(x)
+        assert got.dtype == expected.dtype and np.array_equal(got, expected)
+    with pytest.raises(predictors._XGBoostError, match=r"[Ff]eature"):
+        native.inplace_predict(matrix[:, :4])
 
 
 # -- the compiler, transformer by transformer ------------------------------------------------------
@@ -472,6 +677,117 @@ def test_the_compiled_transform_is_the_preprocessors(name: str) -> None:
     assert compiled.width == expected.shape[1]
 
 
+def _through_json(compiled: Any) -> Any:
+    text = json.dumps(compiled.to_json(), allow_nan=False)  # plain JSON, or it raises
+    return predictors._CompiledTransform.from_json(json.loads(text))
+
+
+@pytest.mark.filterwarnings("ignore:Skipping features without any observed values")
+@pytest.mark.parametrize("name", list(_configs()))
+def test_the_compiled_transform_survives_json(name: str) -> None:
+    preprocessor, columns = _fit(name)
+    compiled = predictors._compile(preprocessor, columns)
+    loaded = _through_json(compiled)
+    assert loaded.to_json() == compiled.to_json()
+    assert loaded.describe() == compiled.describe()
+    assert loaded.width == compiled.width
+    unknown = name not in ("most-frequent",)
+    rows = _test_rows(unknown)
+    if name == "empty-column-dropped":
+        rows["empty"] = np.nan
+    rows = rows[columns]
+    for frame in (rows, rows.head(1)):
+        expected = compiled(_as_input(frame), len(frame))
+        assert np.array_equal(loaded(_as_input(frame), len(frame)), expected, equal_nan=True)
+    if not unknown:  # it refuses the same rows, saying the same
+        refused = {**_as_input(rows), "color": ["purple"] * len(rows)}
+        with pytest.raises(PredictError) as original:
+            compiled(refused, len(rows))
+        with pytest.raises(PredictError) as again:
+            loaded(refused, len(rows))
+        assert str(again.value) == str(original.value)
+
+
+def test_categories_of_every_type_survive_json() -> None:
+    missing = predictors._MISSING
+    encoder = predictors._OneHot(
+        names=("n", "s"),
+        lookups=(
+            {1: 0, 2.5: 1, -0.0: 2, float("inf"): 3, missing: 4},
+            {"a": 0, " b": 1, "": 2, None: 3, missing: 4},
+        ),
+        offsets=(0, 5),
+        width=10,
+        strings=True,
+        refuse_unknown=False,
+        fills=("x", None),
+    )
+    block = predictors._Block("b", ("n", "s"), True, ["one-hot(10)"], encoder=encoder, stop=10)
+    compiled = predictors._CompiledTransform((block,), 10)
+    loaded = _through_json(compiled)
+    lookups = loaded.blocks[0].encoder.lookups
+    assert lookups == encoder.lookups
+    # the same types: an int stays an int, a float a float, None and the NaN category apart
+    for before, after in zip(encoder.lookups, lookups, strict=True):
+        assert [type(k) for k in before] == [type(k) for k in after]
+    assert missing in lookups[0] and None in lookups[1] and missing in lookups[1]
+    assert loaded.blocks[0].encoder.fills == ("x", None)
+    values = [1, 1.0, "1", True, None, float("nan"), -float("inf"), np.float64(0.5), np.int64(3)]
+    back = [
+        predictors._value(v)
+        for v in json.loads(
+            json.dumps([predictors._value_json(v) for v in values], allow_nan=False)
+        )
+    ]
+    assert [type(v) for v in back] == [int, float, str, bool, type(None), float, float, float, int]
+    assert back[:5] == values[:5] and np.isnan(back[5]) and back[6:] == [-np.inf, 0.5, 3]
+
+
+def test_floats_survive_json_with_nan_and_infinities() -> None:
+    for array in (
+        np.asarray(2.5),
+        np.array([np.nan, np.inf, -np.inf, -0.0, 1e-300]),
+        np.array([[1.0, np.nan], [np.inf, 0.1 + 0.2]]),
+    ):
+        text = json.dumps(predictors._floats_json(array), allow_nan=False)
+        back = predictors._floats(json.loads(text), ndim=array.ndim)
+        assert back.dtype == np.float64
+        assert np.array_equal(back, array, equal_nan=True)
+        assert np.array_equal(np.signbit(back), np.signbit(array))
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda t: {**t, "format": "modelyard-compiled-transform/0"},
+        lambda t: {**t, "width": t["width"] + 1},
+        lambda t: {**t, "blocks": []},
+        lambda t: {**t, "blocks": t["blocks"][1:]},  # a gap at [0:...]
+        lambda t: _edit(t, ["blocks", 0, "before", 1, "op"], "system"),
+        lambda t: _edit(t, ["blocks", 0, "before", 1, "value"], [[1.0], [2.0, 3.0]]),
+        lambda t: _edit(t, ["blocks", 0, "before", 0, "fill"], ["one", 2]),
+        lambda t: _edit(t, ["blocks", 1, "encoder", "categories"], [["a", "a"]]),
+        lambda t: _edit(t, ["blocks", 1, "encoder", "categories"], [[{"python": "os.system"}]]),
+        lambda t: _edit(t, ["blocks", 1, "encoder"], None),
+        lambda t: _edit(t, ["blocks", 1, "inputs"], ["color", 3]),
+        lambda t: _edit(t, ["blocks", 1, "categorical"], "yes"),
+    ],
+)
+def test_json_that_is_not_a_compiled_transform_is_a_value_error(damage: Any) -> None:
+    preprocessor, columns = _fit("abalone-like")
+    data = predictors._compile(preprocessor, columns).to_json()
+    with pytest.raises(ValueError):
+        predictors._CompiledTransform.from_json(damage(json.loads(json.dumps(data))))
+
+
+def _edit(data: Any, keys: list[Any], value: Any) -> Any:
+    target = data
+    for key in keys[:-1]:
+        target = target[key]
+    target[keys[-1]] = value
+    return data
+
+
 def test_an_encoder_that_refuses_unknown_categories_says_which_column() -> None:
     preprocessor, columns = _fit("most-frequent")
     compiled = predictors._compile(preprocessor, columns)
@@ -561,6 +877,8 @@ def test_an_unsupported_preprocessor_falls_back_to_scikit_learn(tmp_path: Path) 
     assert loaded.kind == "native:inference-pipeline"
     assert described["transform"] == "scikit-learn"
     assert "FunctionTransformer" in described["fallback"]
+    assert not _compiled_file(folder).exists()  # not compiled at packaging either
+    assert "has no preprocessor.compiled.json" in described["precompiled_fallback"]
     model = mlflow.pyfunc.load_model(str(folder))
     rows = _test_rows(unknown=True)
     rows.loc[5, "color"] = None
