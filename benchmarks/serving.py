@@ -313,7 +313,7 @@ def table(results: Sequence[Result], raw: dict[str, float], concurrencies: Seque
             ]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append("In-process, one raw row (median): ")
+    lines.append("In-process, one raw row (median):")
     lines.append(
         f"`Predictor.predict` (the raw predict call) {raw['predictor'] * 1000:.3f} ms; "
         f"XGBoost's inplace_predict alone on a prepared row {raw['booster'] * 1000:.3f} ms; "
