@@ -8,6 +8,7 @@ local server's `test` database), and skip with the reason when the server is not
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import uuid
 from collections.abc import Iterator
@@ -109,3 +110,11 @@ def s3_bucket(s3_options: dict[str, Any]) -> str:
 
     s3fs.S3FileSystem(**s3_options).mkdir("modelyard-test")
     return "modelyard-test"
+
+
+@pytest.fixture
+def package_copy(package: Any, tmp_path: Path) -> Iterator[Path]:
+    """A copy of the test module's `package` (a PackageInfo) that a test may damage."""
+    copy = tmp_path / "copy"
+    shutil.copytree(package.path, copy)
+    yield copy

@@ -71,10 +71,7 @@ class PreparedStep:
 
     def task_for_attempt(self, settings: Settings, number: int) -> StepTask:
         step, run = self.step, self.run
-        workdir = settings.work_dir / f"run-{run.id}" / step.name / f"attempt-{number}"
-        if workdir.exists():
-            shutil.rmtree(workdir)
-        workdir.mkdir(parents=True)
+        workdir = fresh_workdir(settings, run.id, step.name, number)
         inputs = {}
         manifests = {}
         for name, resolved in self.inputs.items():
@@ -159,6 +156,15 @@ class PreparedStep:
             return shlex.quote(as_text(result)) if quote else result
 
         return render(text, value)
+
+
+def fresh_workdir(settings: Settings, run_id: int, step: str, attempt: int) -> Path:
+    """The attempt's scratch folder, empty (what an earlier try of this attempt left is gone)."""
+    workdir = settings.work_dir / f"run-{run_id}" / step / f"attempt-{attempt}"
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+    return workdir
 
 
 def _channels_as_folders(task: StepTask) -> StepTask:

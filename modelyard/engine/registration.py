@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from modelyard.store import runs as db
 from modelyard.store.artifacts import ArtifactRef
 
 from .evaluation import evaluate, expression_context
-from .preparation import ResolvedInput, resolve_input
+from .preparation import ResolvedInput, fresh_workdir, resolve_input
 from .runtime import Runtime
 
 # The usual file names inside a step's output folder, and the endings that may stand in for them.
@@ -107,10 +106,7 @@ class PreparedRegistration:
 
     def task_for_attempt(self, settings: Settings, number: int) -> StepTask:
         run, step = self.run, self.step
-        workdir = settings.work_dir / f"run-{run.id}" / step.name / f"attempt-{number}"
-        if workdir.exists():
-            shutil.rmtree(workdir)
-        workdir.mkdir(parents=True)
+        workdir = fresh_workdir(settings, run.id, step.name, number)
         files: dict[str, str] = {}
         for name, package_input in self.inputs.items():
             target = workdir / "inputs" / name

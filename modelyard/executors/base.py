@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,6 +45,19 @@ class StepTask:
     @property
     def error_file(self) -> Path:
         return self.workdir / "error.txt"
+
+    def record_failure(self, exc: BaseException, *, known: bool, prefix: str = "") -> int:
+        """In a child process: say why the attempt failed (its error file, read by the driver)
+        and return the exit code. A known error's message says what to fix; anything else is a
+        library's or the step's own failure, whose traceback goes to the attempt's log."""
+        if known:
+            print(f"modelyard: {exc}", file=sys.stderr)
+            self.error_file.write_text(f"{prefix}{exc}", encoding="utf-8")
+        else:
+            traceback.print_exc()
+            summary = f"{prefix}{type(exc).__name__}: {exc}"
+            self.error_file.write_text(summary[:2000], encoding="utf-8")
+        return 1
 
     def to_json(self) -> str:
         data = asdict(self)

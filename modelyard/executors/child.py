@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import sys
-import traceback
 from pathlib import Path
 
 from modelyard.executors.base import StepTask
@@ -20,14 +19,9 @@ def main(argv: list[str]) -> int:
     try:
         values = call_step_function(task)
     except StepFunctionError as exc:
-        print(f"modelyard: {exc}", file=sys.stderr)
-        task.error_file.write_text(str(exc), encoding="utf-8")
-        return 1
+        return task.record_failure(exc, known=True)
     except BaseException as exc:  # the step's own failure: keep the traceback in its log
-        traceback.print_exc()
-        summary = f"{type(exc).__name__}: {exc}"
-        task.error_file.write_text(summary[:2000], encoding="utf-8")
-        return 1
+        return task.record_failure(exc, known=False)
     task.values_file.write_text(json.dumps(values), encoding="utf-8")
     return 0
 

@@ -41,11 +41,16 @@ if TYPE_CHECKING:
 __all__ = [
     "LoadedModel",
     "PackageInfo",
+    "incomplete_error",
     "inspect_package",
+    "load_error",
     "load_package",
+    "missing_files",
     "package_flavor_model",
     "package_inference_pipeline",
+    "parse_signature",
     "pinned_requirement",
+    "read_mlmodel",
 ]
 
 MLMODEL_FILE = "MLmodel"
@@ -99,16 +104,16 @@ class PackageInfo:
 def inspect_package(path: str | Path) -> PackageInfo:
     """Describe the package at `path` from its `MLmodel` and `requirements.txt` (no mlflow)."""
     path = Path(path)
-    doc = _read_mlmodel(path)
-    missing = _missing_files(path, doc)
+    doc = read_mlmodel(path)
+    missing = missing_files(path, doc)
     if missing:
-        raise _incomplete_error(path, missing)
+        raise incomplete_error(path, missing)
     ref = ArtifactStore(_DigestOnlyObjects()).put_dir(path)
     metadata = doc.get("metadata")
     return PackageInfo(
         path=path,
         flavors=tuple(str(name) for name in doc["flavors"]),
-        signature=_parse_signature(path, doc.get("signature")),
+        signature=parse_signature(path, doc.get("signature")),
         requirements=tuple(_read_requirements(path / REQUIREMENTS_FILE)),
         size=ref.size,
         digest=ref.digest,
@@ -117,7 +122,7 @@ def inspect_package(path: str | Path) -> PackageInfo:
     )
 
 
-def _read_mlmodel(path: Path) -> dict[str, Any]:
+def read_mlmodel(path: Path) -> dict[str, Any]:
     import yaml  # lazy: only reading a package needs it
 
     if not path.is_dir():
@@ -150,7 +155,7 @@ def _read_mlmodel(path: Path) -> dict[str, Any]:
     return doc
 
 
-def _missing_files(path: Path, doc: Mapping[str, Any]) -> list[str]:
+def missing_files(path: Path, doc: Mapping[str, Any]) -> list[str]:
     """The files the pyfunc flavor names that are not in the package (relative paths)."""
     conf = doc["flavors"].get("python_function")
     if not isinstance(conf, dict):
@@ -167,7 +172,7 @@ def _missing_files(path: Path, doc: Mapping[str, Any]) -> list[str]:
     return [rel for rel in wanted if not (path / rel).exists()]
 
 
-def _incomplete_error(path: Path, missing: list[str]) -> ArtifactError:
+def incomplete_error(path: Path, missing: list[str]) -> ArtifactError:
     return ArtifactError(
         f"the model package is incomplete: {', '.join(missing)} missing",
         where=str(path),
@@ -175,7 +180,7 @@ def _incomplete_error(path: Path, missing: list[str]) -> ArtifactError:
     )
 
 
-def _parse_signature(path: Path, raw: object) -> dict[str, Any] | None:
+def parse_signature(path: Path, raw: object) -> dict[str, Any] | None:
     if raw is None:
         return None
     if not isinstance(raw, dict):
@@ -691,20 +696,20 @@ def load_package(path: str | Path) -> LoadedModel:
     """Load the package at `path` with `mlflow.pyfunc.load_model`; a missing, damaged or
     unloadable package raises ArtifactError saying which file and what to do."""
     path = Path(path)
-    doc = _read_mlmodel(path)
-    missing = _missing_files(path, doc)
+    doc = read_mlmodel(path)
+    missing = missing_files(path, doc)
     if missing:
-        raise _incomplete_error(path, missing)
+        raise incomplete_error(path, missing)
     import mlflow.pyfunc
 
     try:
         pyfunc = mlflow.pyfunc.load_model(str(path))
     except Exception as exc:  # a model's load code can raise anything
-        raise _load_error(path, exc) from exc
+        raise load_error(path, exc) from exc
     return LoadedModel(path, pyfunc)
 
 
-def _load_error(path: Path, exc: BaseException) -> ArtifactError:
+def load_error(path: Path, exc: BaseException) -> ArtifactError:
     chain: list[BaseException] = []
     cause: BaseException | None = exc
     while cause is not None and cause not in chain:

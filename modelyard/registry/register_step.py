@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -65,14 +64,9 @@ def main(argv: list[str]) -> int:
             champion = f" and {evidence.champion.label}" if evidence.champion else ""
             print(f"modelyard: evidence for {evidence.candidate.label}{champion}", flush=True)
     except ModelyardError as exc:  # a known problem: its message says what to fix
-        print(f"modelyard: {exc}", file=sys.stderr)
-        task.error_file.write_text(f"packaging failed: {exc}", encoding="utf-8")
-        return 1
+        return task.record_failure(exc, known=True, prefix="packaging failed: ")
     except BaseException as exc:  # a library's own failure: keep the traceback in the log
-        traceback.print_exc()
-        summary = f"packaging failed: {type(exc).__name__}: {exc}"
-        task.error_file.write_text(summary[:2000], encoding="utf-8")
-        return 1
+        return task.record_failure(exc, known=False, prefix="packaging failed: ")
     flavors = ", ".join(described["flavors"])
     print(f"modelyard: package {described['digest']} ({flavors})", flush=True)
     task.values_file.write_text(json.dumps({"package": described}), encoding="utf-8")

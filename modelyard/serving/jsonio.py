@@ -1,9 +1,12 @@
-"""Fast JSON responses: orjson when installed (numpy arrays serialized natively), else the
-standard library (numpy arrays through `tolist`). (Requests are parsed in `payloads`.)"""
+"""Fast JSON: orjson when installed, else the standard library. `dumps` writes responses (numpy
+arrays natively with orjson, through `tolist` otherwise); `fast_loads` is orjson's parser or None
+(`payloads` parses requests with it, and with the standard library where orjson refuses).
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 try:
@@ -18,6 +21,8 @@ def _default(value: Any) -> Any:
         return tolist()
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
+
+fast_loads: Callable[[bytes], Any] | None = orjson.loads if orjson is not None else None
 
 if orjson is not None:
     _OPTIONS = orjson.OPT_SERIALIZE_NUMPY

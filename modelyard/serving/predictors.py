@@ -57,10 +57,10 @@ from modelyard.errors import ArtifactError
 
 # Private helpers of the packaging module: one reading of MLmodel files for all of modelyard.
 from modelyard.registry.packaging import (
-    _incomplete_error,
-    _missing_files,
-    _parse_signature,
-    _read_mlmodel,
+    incomplete_error,
+    missing_files,
+    parse_signature,
+    read_mlmodel,
 )
 
 if TYPE_CHECKING:
@@ -1265,10 +1265,10 @@ def load_predictor(
     ArtifactError.
     """
     folder = Path(folder)
-    doc = _read_mlmodel(folder)
-    missing = _missing_files(folder, doc)
+    doc = read_mlmodel(folder)
+    missing = missing_files(folder, doc)
     if missing:
-        raise _incomplete_error(folder, missing)
+        raise incomplete_error(folder, missing)
     if not native:
         return _load_pyfunc(folder, None)
     flavors: dict[str, Any] = doc["flavors"]
@@ -1283,9 +1283,9 @@ def load_predictor(
     except _NotNative as exc:
         return _load_pyfunc(folder, str(exc))
     except ImportError as exc:  # xgboost or scikit-learn not installed
-        from modelyard.registry.packaging import _load_error
+        from modelyard.registry.packaging import load_error
 
-        raise _load_error(folder, exc) from exc
+        raise load_error(folder, exc) from exc
 
 
 def _load_pyfunc(folder: Path, reason: str | None) -> Predictor:
@@ -1436,25 +1436,24 @@ def _load_booster(path: Path, nthread: int, *, library: bool = False) -> Any:
         try:
             return _LibBooster(lib, path, nthread)
         except _XGBoostError as exc:
-            first = (str(exc).strip().splitlines() or [""])[0]
-            raise ArtifactError(
-                f"cannot load the XGBoost model: {first}",
-                where=str(path),
-                hint="the package is damaged; materialize it again from the artifact store",
-            ) from exc
+            raise _booster_load_error(path, exc) from exc
     import xgboost
 
     try:
         booster = xgboost.Booster(model_file=str(path))
     except xgboost.core.XGBoostError as exc:
-        first = (str(exc).strip().splitlines() or [""])[0]
-        raise ArtifactError(
-            f"cannot load the XGBoost model: {first}",
-            where=str(path),
-            hint="the package is damaged; materialize it again from the artifact store",
-        ) from exc
+        raise _booster_load_error(path, exc) from exc
     booster.set_param({"nthread": nthread})
     return booster
+
+
+def _booster_load_error(path: Path, exc: Exception) -> ArtifactError:
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return ArtifactError(
+        f"cannot load the XGBoost model: {first}",
+        where=str(path),
+        hint="the package is damaged; materialize it again from the artifact store",
+    )
 
 
 class _XGBoostError(RuntimeError):
@@ -1631,7 +1630,7 @@ def write_compiled_preprocessor(package: Path, preprocessor: Any) -> str | None:
     `package` (`preprocessor` is its preprocessor, loaded), when it compiles and the compiled
     transform makes what scikit-learn makes on the package's input example and a row of missing
     values: the check load_predictor makes otherwise. None when written, else why not."""
-    doc = _read_mlmodel(package)
+    doc = read_mlmodel(package)
     flavors = doc["flavors"]
     columns, numeric = _read_config(_artifact_path(package, flavors, _CONFIG_ARTIFACT))
     preprocessor_path = _artifact_path(package, flavors, _PREPROCESSOR_ARTIFACT)
@@ -1773,7 +1772,7 @@ def _check_precompiled(
 
 def _signature_columns(folder: Path, doc: Mapping[str, Any]) -> list[tuple[str, str]] | None:
     """(name, MLflow type) of the signature's named column inputs, or None."""
-    signature = _parse_signature(folder, doc.get("signature"))
+    signature = parse_signature(folder, doc.get("signature"))
     inputs = (signature or {}).get("inputs")
     if not isinstance(inputs, list) or not inputs:
         return None
@@ -1840,9 +1839,9 @@ def _load_sklearn(folder: Path, doc: Mapping[str, Any]) -> Predictor:
     try:
         model = mlflow.sklearn.load_model(str(folder))
     except Exception as exc:  # unpickling, or skops refusing a type
-        from modelyard.registry.packaging import _load_error
+        from modelyard.registry.packaging import load_error
 
-        raise _load_error(folder, exc) from exc
+        raise load_error(folder, exc) from exc
     predict_fn = str(doc["flavors"].get("python_function", {}).get("predict_fn") or "predict")
     method = getattr(model, predict_fn, None)
     if not callable(method):

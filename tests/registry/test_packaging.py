@@ -14,7 +14,6 @@ import shutil
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,14 +50,6 @@ def abalone(tmp_path_factory: pytest.TempPathFactory) -> Abalone:
 @pytest.fixture(scope="module")
 def package(abalone: Abalone, tmp_path_factory: pytest.TempPathFactory) -> PackageInfo:
     return abalone.package(tmp_path_factory.mktemp("packages") / "abalone-1")
-
-
-@pytest.fixture
-def package_copy(package: PackageInfo, tmp_path: Path) -> Iterator[Path]:
-    """A copy of the shared package that a test may damage."""
-    copy = tmp_path / "copy"
-    shutil.copytree(package.path, copy)
-    yield copy
 
 
 # -- (a) (b) predictions ---------------------------------------------------------------------

@@ -9,11 +9,10 @@ transformer the compiler knows, and the fallback for one it does not.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -78,14 +77,6 @@ def pyfunc(package: PackageInfo) -> Any:
 @pytest.fixture(scope="module")
 def predictor(package: PackageInfo) -> Predictor:
     return load_predictor(package.path)
-
-
-@pytest.fixture
-def package_copy(package: PackageInfo, tmp_path: Path) -> Iterator[Path]:
-    """A copy of the shared package that a test may damage."""
-    copy = tmp_path / "copy"
-    shutil.copytree(package.path, copy)
-    yield copy
 
 
 def test_the_pipeline_package_is_served_natively_with_a_compiled_preprocessor(
