@@ -34,6 +34,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "serve_cmds",
         "serve a model over HTTP (MLflow's scoring protocol, SageMaker's /ping)",
     ),
+    "endpoint": (
+        "endpoint_cmds",
+        "serving endpoints: deploy (rollouts with rollback, autoscaling), list, show, logs",
+    ),
 }
 
 

@@ -88,7 +88,7 @@ class ModelServer:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
+            await lifespan(receive, send)
             return
         if scope["type"] != "http":
             return
@@ -102,7 +102,7 @@ class ModelServer:
                 if refusal.retry_after is not None:
                     extra.append((b"retry-after", str(refusal.retry_after).encode()))
                 body = self._dumps({"error_code": refusal.code, "message": refusal.message})
-                await _respond(send, refusal.status, JSON, body, extra)
+                await respond(send, refusal.status, JSON, body, extra)
                 if scope["path"] == "/invocations":
                     self.metrics.observe(refusal.status, 0.0, "refused")
                 return
@@ -126,7 +126,7 @@ class ModelServer:
             body = await self._body(scope, receive)
             batch = parse_request(
                 body,
-                _header(scope, b"content-type"),
+                header(scope, b"content-type"),
                 self.model.schema,
                 max_rows=self.options.max_rows,
             )
@@ -157,12 +157,12 @@ class ModelServer:
             )
         finally:
             self.guards.in_flight -= 1
-        await _respond(send, status, JSON, payload)
+        await respond(send, status, JSON, payload)
         self.metrics.observe(status, time.perf_counter() - started, kind)
 
     async def _body(self, scope: Scope, receive: Receive) -> bytes:
         limit = self.options.max_body_bytes
-        declared = _header(scope, b"content-length")
+        declared = header(scope, b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise PayloadError(413, f"the request body is over {limit:,} bytes", None)
         chunks = []
@@ -182,7 +182,7 @@ class ModelServer:
     # -- the other routes ------------------------------------------------------------------------
 
     async def _ping(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await _respond(send, 200, b"text/plain; charset=utf-8", b"\n")
+        await respond(send, 200, b"text/plain; charset=utf-8", b"\n")
 
     async def _health(self, scope: Scope, receive: Receive, send: Send) -> None:
         model = self.model
@@ -196,35 +196,35 @@ class ModelServer:
             "batches": self.batcher.stats.batches,
             "requests": self.batcher.stats.requests,
         }
-        await _respond(send, 200, JSON, self._dumps(health))
+        await respond(send, 200, JSON, self._dumps(health))
 
     async def _metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await _respond(send, 200, METRICS_CONTENT_TYPE.encode(), self.metrics.render())
+        await respond(send, 200, METRICS_CONTENT_TYPE.encode(), self.metrics.render())
 
     async def _openapi_document(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._openapi is None:
             from .openapi import openapi_document
 
             self._openapi = self._dumps(openapi_document(self.model.name, self.model.schema))
-        await _respond(send, 200, JSON, self._openapi)
+        await respond(send, 200, JSON, self._openapi)
 
     async def _version(self, scope: Scope, receive: Receive, send: Send) -> None:
         from modelyard import __version__
 
-        await _respond(send, 200, b"text/plain; charset=utf-8", __version__.encode())
+        await respond(send, 200, b"text/plain; charset=utf-8", __version__.encode())
 
     async def _error(self, send: Send, status: int, code: str, message: str) -> None:
-        await _respond(send, status, JSON, self._dumps({"error_code": code, "message": message}))
+        await respond(send, status, JSON, self._dumps({"error_code": code, "message": message}))
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
+def header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope["headers"]:
         if key == name:
             return bytes(value).decode("latin-1")
     return None
 
 
-async def _respond(
+async def respond(
     send: Send,
     status: int,
     content_type: bytes,
@@ -238,7 +238,7 @@ async def _respond(
     await send({"type": "http.response.body", "body": body})
 
 
-async def _lifespan(receive: Receive, send: Send) -> None:
+async def lifespan(receive: Receive, send: Send) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":

@@ -34,6 +34,7 @@ class AutoscalePolicy:
     scale_out_cooldown: float = 60.0  # seconds
     scale_in_cooldown: float = 60.0
     tolerance: float = 0.1  # no scale-in while the load is within 10% below the target
+    window: float = 60.0  # seconds of traffic the invocation rate is measured over
 
     def __post_init__(self) -> None:
         if self.min_replicas < 1 or self.max_replicas < self.min_replicas:
@@ -46,11 +47,13 @@ class AutoscalePolicy:
             raise ConfigError(f"the autoscaling target must be above 0, not {self.target}")
         if self.scale_out_cooldown < 0 or self.scale_in_cooldown < 0:
             raise ConfigError("autoscaling cooldowns must be 0 or more seconds")
+        if not (math.isfinite(self.window) and self.window >= 1):
+            raise ConfigError(f"the autoscaling window must be 1 second or more, not {self.window}")
         if not 0 <= self.tolerance < 1:
             raise ConfigError(f"the autoscaling tolerance must be in [0, 1), not {self.tolerance}")
 
     @classmethod
-    def parse(cls, text: str, cooldown: float = 60.0) -> AutoscalePolicy:
+    def parse(cls, text: str, cooldown: float = 60.0, window: float = 60.0) -> AutoscalePolicy:
         """`MIN,MAX,TARGET` as the CLI takes it."""
         parts = [p.strip() for p in text.split(",")]
         try:
@@ -62,7 +65,7 @@ class AutoscalePolicy:
             ) from None
         if len(parts) != 3:
             raise ConfigError(f"'{text}' has {len(parts)} parts, not MIN,MAX,TARGET")
-        return cls(low, high, target, cooldown, cooldown)
+        return cls(low, high, target, cooldown, cooldown, window=window)
 
 
 @dataclass(frozen=True)

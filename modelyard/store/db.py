@@ -22,7 +22,7 @@ import sqlalchemy as sa
 
 from modelyard.errors import DatabaseError, MissingDependency
 
-HEAD_REVISION = "0005"
+HEAD_REVISION = "0006"
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
 

@@ -189,6 +189,7 @@ def complete_metadata() -> sa.MetaData:
     commands that use them; this imports those modules so that the metadata is complete.
     """
     # importing them registers their tables
+    import modelyard.store.endpoint_schema
     import modelyard.store.registry_schema
     import modelyard.store.tracking_schema  # noqa: F401
 

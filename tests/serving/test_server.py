@@ -205,3 +205,144 @@ def test_an_unknown_model_is_a_clear_error(tmp_path: Path) -> None:
     )
     assert done.returncode == 3, done.stderr
     assert "nope" in done.stderr and "Traceback" not in done.stderr
+
+
+def _announcement(process: subprocess.Popen[str], timeout: float = 60) -> re.Match[str]:
+    """The server's "serving ... on ..." line, read in a thread so a silent server fails the test
+    after `timeout` instead of hanging it."""
+    import queue
+    import threading
+
+    from modelyard.testing.serving import READY
+
+    lines: queue.Queue[str] = queue.Queue()
+    assert process.stdout is not None
+    stdout = process.stdout
+
+    def read() -> None:
+        for line in stdout:
+            lines.put(line)
+
+    threading.Thread(target=read, daemon=True).start()
+    seen: list[str] = []
+    while True:
+        try:
+            line = lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError("no announcement: " + "".join(seen)) from None
+        seen.append(line)
+        found = READY.search(line)
+        if found:
+            return found
+        assert process.poll() is None, "the server exited: " + "".join(seen)
+
+
+def test_it_serves_on_an_inherited_socket_with_a_variant_and_a_name(package: Path) -> None:
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "modelyard",
+            "serve",
+            str(package),
+            "--fd",
+            str(listener.fileno()),
+            "--variant",
+            "blue",
+            "--name",
+            "abalone/7",
+        ],
+        pass_fds=(listener.fileno(),),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    listener.close()  # the server has its own copy
+    try:
+        found = _announcement(process)
+        assert found[1] == "abalone/7"
+        assert found[2] == f"http://127.0.0.1:{port}"  # the inherited socket's real address
+        url = found[2]
+        health = httpx.get(url + "/health").json()
+        assert health["variant"] == "blue" and health["model"] == "abalone/7"
+        body = {"dataframe_split": {"columns": COLUMNS, "data": [["M", 0.5] + [0.1] * 6]}}
+        assert httpx.post(url + "/invocations", json=body).status_code == 200
+        metrics = httpx.get(url + "/metrics").text
+        assert re.search(r'modelyard_requests_total\{status="200",variant="blue"\} 1\.0', metrics)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_an_fd_that_is_not_a_listening_socket_is_a_clear_error(package: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "modelyard", "serve", str(package), "--fd", "0"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "file descriptor 0 is not an open socket" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+PARENT = """
+import subprocess, sys
+child = subprocess.Popen(
+    [sys.executable, "-m", "modelyard", "serve", sys.argv[1], "--port", "0", "--exit-with-parent"],
+    stdout=subprocess.PIPE, text=True,
+)
+for line in child.stdout:
+    if line.startswith("serving "):
+        print(child.pid, flush=True)
+        break
+else:
+    sys.exit("the server did not start")  # the test then reads EOF, not a pid
+sys.stdin.read()  # until killed
+"""
+
+
+def test_with_exit_with_parent_it_stops_when_its_parent_is_killed(package: Path) -> None:
+    import os
+    import signal
+    import time
+
+    import psutil
+
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT, str(package)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert parent.stdout is not None
+        line = parent.stdout.readline()
+        assert line.strip().isdigit(), "the server did not start"
+        server = psutil.Process(int(line))
+        assert server.ppid() == parent.pid and server.is_running()
+    finally:
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+    deadline = time.monotonic() + 5  # it looks at its parent about once a second
+    while server.is_running() and server.status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline, "the server outlived its parent"
+        time.sleep(0.05)
+
+
+def test_exit_with_parent_naming_a_parent_already_gone_stops_at_once(package: Path) -> None:
+    # pid 1 is not this server's parent: as if the parent had died before the server started
+    command = ["modelyard", "serve", str(package), "--port", "0", "--exit-with-parent=1"]
+    done = subprocess.run(
+        [sys.executable, "-m", *command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "serving abalone-1 on http://127.0.0.1:" in done.stdout

@@ -69,7 +69,7 @@ def test_upgrading_from_0001_keeps_the_runs(database_url: str):
 
     database = Database(database_url)  # migrates to the head on first use
     try:
-        assert database.current_revision() == HEAD_REVISION == "0005"
+        assert database.current_revision() == HEAD_REVISION == "0006"
         with database.begin() as conn:
             run = db.get_run(conn, run_id)
             steps = db.get_steps(conn, run_id)
