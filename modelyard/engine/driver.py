@@ -32,11 +32,14 @@ from .preparation import PreparedStep, prepare_step
 from .runtime import Runtime, owner_is_dead, process_identity
 
 if TYPE_CHECKING:
-    # imported where a register step runs: most pipelines have none, and every CLI run pays
-    # for what the driver imports
+    # imported where a register or deploy step runs: most pipelines have none, and every CLI
+    # run pays for what the driver imports
     from modelyard.tracking.records import Logged
 
+    from .deployment import PreparedDeployment
     from .registration import PreparedRegistration
+
+    Prepared = PreparedStep | PreparedRegistration | PreparedDeployment
 
 Observer = Callable[[str, str | None, str], None]
 CONTROL_POLL_SECONDS = 0.25
@@ -46,7 +49,7 @@ CONTROL_POLL_SECONDS = 0.25
 class _InFlight:
     step: str
     attempt_id: int
-    prepared: PreparedStep | PreparedRegistration
+    prepared: Prepared
     handle: Handle | None = None
 
 
@@ -172,8 +175,11 @@ class RunDriver:
                 steps = db.get_steps(conn, self.run_id)
         decision = plan(self.dag, steps, time.time())
         if decision.skip:
+            skip = {
+                name: self._skip_message(name, why, steps) for name, why in decision.skip.items()
+            }
             with self.runtime.db.begin() as conn:
-                for name, reason in decision.skip.items():
+                for name, reason in skip.items():
                     db.update_step(
                         conn,
                         steps[name].id,
@@ -182,7 +188,7 @@ class RunDriver:
                         finished_at=time.time(),
                     )
                     db.add_event(conn, self.run_id, "step-skipped", reason, name)
-            for name, reason in decision.skip.items():
+            for name, reason in skip.items():
                 self._notify("step-skipped", name, reason)
             return time.time()
         failed = decision.failed
@@ -208,6 +214,17 @@ class RunDriver:
         self._settle(run, steps, decision.waiting)
         return None
 
+    def _skip_message(self, name: str, reason: str, steps: dict[str, db.StepRow]) -> str:
+        """Why a step is skipped; a deploy step whose register step registered nothing says why
+        not (the gate's reason), whichever of its dependencies the planner named."""
+        step = self.pipeline.steps[name]
+        if step.kind != "deploy":
+            return reason
+        from .deployment import nothing_to_deploy
+
+        why = nothing_to_deploy(step, steps)
+        return f"nothing to deploy: {why}" if why is not None else reason
+
     def _max_parallel(self, run: db.RunRow) -> int:
         return int(
             run.options.get("max_parallel")
@@ -226,6 +243,8 @@ class RunDriver:
             self._open_approval(run, step, steps)
         elif step.kind == "register":
             self._start_register(run, step, steps)
+        elif step.kind == "deploy":
+            self._start_deploy(run, step, steps)
         else:
             self._start_compute(run, step, steps)
 
@@ -376,9 +395,31 @@ class RunDriver:
             return
         self._launch(row, step, prepared)
 
-    def _launch(
-        self, row: db.StepRow, step: Step, prepared: PreparedStep | PreparedRegistration
-    ) -> None:
+    def _start_deploy(self, run: db.RunRow, step: Step, steps: dict[str, db.StepRow]) -> None:
+        """Deploy the version the step's register step made, in a child process that waits for
+        the rollout; nothing registered (its gate refused): skipped, as the run goes on."""
+        from .deployment import nothing_to_deploy, prepare_deployment
+
+        row = steps[step.name]
+        why = nothing_to_deploy(step, steps)
+        if why is not None:
+            self._skip(row, f"nothing to deploy: {why}")
+            return
+        try:
+            prepared = prepare_deployment(self.runtime, run, step, steps)
+        except ModelyardError as exc:
+            self._finish_step(row, db.FAILED, str(exc))
+            return
+        self._launch(row, step, prepared)
+
+    def _skip(self, row: db.StepRow, reason: str) -> None:
+        """Skip a step that was about to start, as the planner skips steps."""
+        with self.runtime.db.begin() as conn:
+            db.update_step(conn, row.id, status=db.SKIPPED, message=reason, finished_at=time.time())
+            db.add_event(conn, self.run_id, "step-skipped", reason, row.name)
+        self._notify("step-skipped", row.name, reason)
+
+    def _launch(self, row: db.StepRow, step: Step, prepared: Prepared) -> None:
         """Record a new attempt of the step and start it on its executor."""
         number = row.attempts + 1
         try:
@@ -506,13 +547,17 @@ class RunDriver:
             )
             values, message, retryable = result.values, None, True
             if ok and step.kind == "register":
+                from .registration import PreparedRegistration
+
                 assert finished.stored is not None
-                assert not isinstance(flight.prepared, PreparedStep)
+                assert isinstance(flight.prepared, PreparedRegistration)
                 values, message, registration_error = self._record_version(
                     conn, flight.prepared, finished.stored, result.values
                 )
                 if registration_error is not None:  # packaging again would not change it
                     ok, error, retryable = False, registration_error, False
+            if ok and step.kind == "deploy":
+                message = _deployed_message(values)
             if ok:
                 assert finished.stored is not None
                 refs = list(finished.stored.values())
@@ -537,7 +582,7 @@ class RunDriver:
                     message=message,
                 )
                 db.add_event(conn, self.run_id, "step-succeeded", message or "", task.step)
-                if step.kind != "register":
+                if step.kind not in ("register", "deploy"):  # their values are no metrics
                     self._record_tracking(conn, task.step, finished.logged, values, now)
                 from modelyard.tracking.records import record_outputs
 
@@ -678,7 +723,7 @@ class RunDriver:
                 summary = ("skipped: " + ", ".join(skipped)) if skipped else ""
                 summary += _condition_summary(steps, skipped)
                 # what the run registered, or why not ("not registered: mse 6.4 > 6.0") first
-                parts = [*_registration_summary(steps), summary]
+                parts = [*_registration_summary(steps), *_deploy_summary(steps), summary]
                 message = "; ".join(part for part in parts if part)
             done = status in db.RUN_DONE
             finished_at = time.time() if done else None
@@ -794,6 +839,23 @@ def _registration_summary(steps: dict[str, db.StepRow]) -> list[str]:
     if len(done) == 1:
         return [str(done[0].message)]
     return [f"{s.name}: {s.message}" for s in done]
+
+
+def _deployed_message(values: dict[str, Any]) -> str:
+    ref = f"{values.get('model')}/{values.get('version')}"
+    where = f"{values.get('endpoint')} ({values.get('url')})"
+    if values.get("outcome") == "unchanged":
+        return f"{ref} already serves on {where}"
+    return f"deployed {ref} to {where}"
+
+
+def _deploy_summary(steps: dict[str, db.StepRow]) -> list[str]:
+    """Where the run deployed versions."""
+    return [
+        str(s.message)
+        for s in steps.values()
+        if s.kind == "deploy" and s.status == db.SUCCEEDED and s.message
+    ]
 
 
 def _condition_summary(steps: dict[str, db.StepRow], skipped: list[str]) -> str:

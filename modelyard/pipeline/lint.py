@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from modelyard.errors import ExpressionError
+from modelyard.errors import ConfigError, ExpressionError
 from modelyard.pipeline.dag import Dag, step_expressions
 from modelyard.pipeline.expressions import Expression
-from modelyard.pipeline.model import REGISTER_VALUES, Parameter, Pipeline, Step
+from modelyard.pipeline.model import DEPLOY_VALUES, REGISTER_VALUES, Parameter, Pipeline, Step
 from modelyard.pipeline.params import check_choice, coerce
 from modelyard.pipeline.templates import has_templates, whole_template
 
 if TYPE_CHECKING:
+    from modelyard.pipeline.deployment import Deployment
     from modelyard.pipeline.registration import Registration
 
 # Names an expression may start with, per field of a step.
@@ -122,6 +123,8 @@ def _lint_step(
         )
     if step.registration is not None:
         issues.extend(_lint_registration(step, step.registration))
+    if step.deployment is not None:
+        issues.extend(_lint_deployment(pipeline, step, step.deployment))
     for name, value in step.inputs.items():
         if has_templates(value) and whole_template(value) is None:
             issues.append(
@@ -227,9 +230,11 @@ def _lint_step_reference(
             return [_unknown_member("output", member, target_name, outputs, path)]
         used_outputs.add((target_name, member))
         return []
-    available = {"condition": ("result",), "register": REGISTER_VALUES}.get(
-        target.kind, target.values
-    )
+    available = {
+        "condition": ("result",),
+        "register": REGISTER_VALUES,
+        "deploy": DEPLOY_VALUES,
+    }.get(target.kind, target.values)
     if member not in available:
         return [_unknown_member("value", member, target_name, available, path)]
     return []
@@ -383,6 +388,89 @@ def _lint_registration(step: Step, registration: Registration) -> list[LintIssue
                 )
             )
     return issues
+
+
+def _lint_deployment(pipeline: Pipeline, step: Step, deployment: Deployment) -> list[LintIssue]:
+    """The register step it deploys, the stage, the endpoint's name, and the autoscaling and
+    rollout settings, checked by the very code that builds them when the step runs."""
+    # the endpoint code (and SQLAlchemy with it) loads only for a pipeline that deploys
+    from modelyard.serving.endpoint import deploy_step, service
+
+    here = ("steps", step.name, "deploy")
+    issues = []
+    target = pipeline.steps.get(deployment.model)
+    if target is None or target.kind != "register":
+        registers = [s.name for s in pipeline.steps.values() if s.kind == "register"]
+        what = "no step" if target is None else f"a {target.kind} step"
+        issues.append(
+            LintIssue(
+                "error",
+                (*here, "model"),
+                f"deploy step '{step.name}': '{deployment.model}' is {what}: a deploy step "
+                "deploys the version of a register step",
+                "name a register step: " + (", ".join(registers) or "(the pipeline has none)"),
+            )
+        )
+    if deployment.stage not in service.STAGES:
+        issues.append(
+            LintIssue(
+                "error",
+                (*here, "stage"),
+                f"deploy step '{step.name}': unknown stage '{deployment.stage}'",
+                "use one of: " + ", ".join(service.STAGES),
+            )
+        )
+    checks: list[tuple[str, Callable[[], object]]] = [
+        ("endpoint", lambda: service.check_name(deployment.endpoint)),
+        ("autoscale", lambda: deploy_step.autoscale_policy(deployment)),
+        ("rollout", lambda: deploy_step.rollout_plan(deployment)),
+    ]
+    for key, check in checks:
+        try:
+            check()
+        except ConfigError as exc:
+            path: tuple[str | int, ...] = (*here, key)
+            message, hint = exc.message, exc.hint or ""
+            if key == "rollout":
+                path, message, hint = _rollout_key(path, message, hint)
+            elif key == "autoscale" and "--" in hint:  # the CLI's syntax: say the file's
+                hint = "e.g. autoscale: {min: 2, max: 10, target: 750, cooldown: 60s, window: 60s}"
+            issues.append(LintIssue("error", path, f"deploy step '{step.name}': {message}", hint))
+    if deployment.autoscale is not None and deployment.replicas is not None:
+        issues.append(
+            LintIssue(
+                "warning",
+                (*here, "replicas"),
+                f"deploy step '{step.name}': replicas is ignored with autoscale",
+                "autoscaling starts at its min replicas: remove replicas",
+            )
+        )
+    return issues
+
+
+# RolloutPlan names its fields as the CLI's flags; the project file has these keys.
+_ROLLOUT_KEYS = {"bake_seconds": "bake"}
+
+
+def _rollout_key(
+    path: tuple[str | int, ...], message: str, hint: str
+) -> tuple[tuple[str | int, ...], str, str]:
+    """The rollout key a RolloutPlan message is about, and the message and hint in the file's
+    terms rather than the CLI's flags."""
+    from dataclasses import fields
+
+    from modelyard.serving.endpoint.rollout import RolloutPlan
+
+    for field in fields(RolloutPlan):
+        flag = "--" + field.name.replace("_", "-")
+        if flag in message:
+            key = _ROLLOUT_KEYS.get(field.name, field.name)
+            return (
+                (*path, key),
+                message.replace(flag, f"rollout.{key}"),
+                hint.replace(f"{flag} ", f"{key}: "),
+            )
+    return path, message, hint
 
 
 def _lint_gates(pipeline: Pipeline, dag: Dag) -> list[LintIssue]:

@@ -10,15 +10,19 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    # its own module, imported only where a register step is built or read: every command
-    # imports this one, and each frozen dataclass costs about a millisecond to create
+    # their own modules, imported only where a register or deploy step is built or read: every
+    # command imports this one, and each frozen dataclass costs about a millisecond to create
+    from modelyard.pipeline.deployment import Deployment
     from modelyard.pipeline.registration import Registration
 
-StepKind = Literal["run", "python", "condition", "fail", "approval", "register"]
+StepKind = Literal["run", "python", "condition", "fail", "approval", "register", "deploy"]
 COMPUTE_KINDS = frozenset({"run", "python"})
 # The values every register step produces (null where they do not apply), so later steps and
 # conditions can refer to them: `${{ steps.register.values.version }}`.
 REGISTER_VALUES = ("registered", "model", "version", "package_digest", "reason")
+# The values of a deploy step: where the version serves, and `outcome`: "completed" (rolled
+# out) or "unchanged" (it already served there). A rollout that rolled back fails the step.
+DEPLOY_VALUES = ("endpoint", "url", "variant", "model", "version", "outcome")
 # The output of a register step: the model package it stored (a dir artifact).
 REGISTER_OUTPUT = "package"
 # ... and, when it builds evidence for the reviewer, the report folder (report.html, summary.md).
@@ -82,6 +86,8 @@ class Step:
     alias_on_approval: str | None = None  # ... and the alias it then points at that version
     # register
     registration: Registration | None = None
+    # deploy
+    deployment: Deployment | None = None
 
     @property
     def is_compute(self) -> bool:
@@ -90,7 +96,7 @@ class Step:
     @property
     def runs_a_process(self) -> bool:
         """Whether an attempt of the step is a process (counted against `max_parallel`)."""
-        return self.is_compute or self.kind == "register"
+        return self.is_compute or self.kind in ("register", "deploy")
 
     @property
     def produced_outputs(self) -> tuple[str, ...]:
@@ -103,8 +109,13 @@ class Step:
 
     @property
     def upstream(self) -> tuple[str, ...]:
-        """The steps named as dependencies (`after`, and the register step an approval decides)."""
-        return (*self.after, self.approves) if self.approves else self.after
+        """The steps named as dependencies: `after`, and the register step an approval decides
+        or a deploy step deploys."""
+        if self.approves:
+            return (*self.after, self.approves)
+        if self.deployment is not None:
+            return (*self.after, self.deployment.model)
+        return self.after
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -123,6 +134,10 @@ class Step:
             from modelyard.pipeline.registration import Registration
 
             values["registration"] = Registration.from_json(values["registration"])
+        if values.get("deployment") is not None:
+            from modelyard.pipeline.deployment import Deployment
+
+            values["deployment"] = Deployment.from_json(values["deployment"])
         return cls(**values)
 
 

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from modelyard.errors import ConfigError
 from modelyard.pipeline.dag import referenced_data
+from modelyard.pipeline.deployment import Deployment
 from modelyard.pipeline.lint import lint_pipeline
 from modelyard.pipeline.model import DataSource, Parameter, Pipeline, Retry, Step
 from modelyard.pipeline.params import infer_type
@@ -206,6 +207,15 @@ def _compile_step(name: str, spec: Any) -> Step:
             cache=False,  # registering is a side effect: never taken from the cache
             **common,
         )
+    if isinstance(spec, schema.DeployStepSpec):
+        return Step(
+            kind="deploy",
+            deployment=_compile_deployment(spec.deploy),
+            retry=Retry(**spec.retries.model_dump()),
+            timeout=spec.timeout,
+            cache=False,  # deploying is a side effect: never taken from the cache
+            **common,
+        )
     assert isinstance(spec, schema.ApprovalStepSpec)
     return Step(
         kind="approval",
@@ -251,6 +261,38 @@ def _compile_registration(spec: schema.RegisterBody) -> Registration:
         ),
         alias_on_register=spec.alias_on_register,
         evidence=EvidenceSpec(**spec.evidence.model_dump()) if spec.evidence else None,
+    )
+
+
+def _compile_deployment(spec: schema.DeployBody) -> Deployment:
+    autoscale = None
+    if spec.autoscale is not None:
+        scaling = spec.autoscale
+        # AutoscalePolicy's own names: the step builds the policy from them as they are
+        autoscale = {
+            "min_replicas": scaling.min,
+            "max_replicas": scaling.max,
+            "target": scaling.target,
+            "scale_out_cooldown": scaling.cooldown,
+            "scale_in_cooldown": scaling.cooldown,
+            "window": scaling.window,
+        }
+    rollout = None
+    if spec.rollout is not None:
+        given = spec.rollout.model_dump(exclude_none=True)
+        if "bake" in given:
+            given["bake_seconds"] = given.pop("bake")
+        if "strategy" in given:  # `all-at-once` as the CLI writes it
+            given["strategy"] = given["strategy"].replace("-", "_")
+        rollout = given
+    return Deployment(
+        model=spec.model,
+        endpoint=spec.endpoint,
+        stage=spec.stage,
+        replicas=spec.replicas,
+        autoscale=autoscale,
+        rollout=rollout,
+        allow_unapproved=spec.allow_unapproved,
     )
 
 

@@ -24,7 +24,7 @@ from modelyard.settings import STATE_DIR_NAME
 PROJECT_FILE = "modelyard.yaml"
 CACHE_FILE = "project.json"
 # bump when the compiled form or the validation rules change, so old caches are ignored
-CACHE_FORMAT = 4
+CACHE_FORMAT = 5
 
 __all__ = [
     "PROJECT_FILE",

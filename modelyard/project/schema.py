@@ -279,7 +279,58 @@ class RegisterStepSpec(_AttemptedStep):
     register_: RegisterBody = Field(alias="register")
 
 
-STEP_KINDS = ("run", "python", "condition", "fail", "approval", "register")
+class AutoscaleSpec(_Strict):
+    """Target tracking on invocations per replica per minute; the limits are checked by
+    `AutoscalePolicy` when the project is linted (so the rules live in one place)."""
+
+    min: int = Field(description="the fewest replicas")
+    max: int = Field(description="the most replicas")
+    target: float = Field(description="invocations per replica per minute")
+    cooldown: Duration = Field(default=60.0, description="between two changes of capacity")
+    window: Duration = Field(default=60.0, description="traffic the rate is measured over")
+
+    @field_validator("cooldown", "window", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float:
+        return parse_duration(value)
+
+
+class RolloutSpec(_Strict):
+    """How traffic moves from the serving version to the new one; every key is optional (the
+    stage's default plan fills the rest) and `RolloutPlan` checks the values when linting."""
+
+    strategy: str | None = Field(default=None, description="all_at_once, canary or linear")
+    canary_percent: float | None = None
+    linear_step_percent: float | None = None
+    bake: Duration | None = None
+    max_error_rate: float | None = None
+    max_p99_ms: float | None = None
+    min_requests: int | None = None
+    ready_timeout: Duration | None = None
+
+    @field_validator("bake", "ready_timeout", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float | None:
+        return None if value is None else parse_duration(value)
+
+
+class DeployBody(_Strict):
+    model: Name = Field(description="the register step whose version is deployed")
+    endpoint: str = Field(description="the endpoint's name (created on first deploy)")
+    stage: str = Field(description="dev or prod")
+    replicas: int | None = Field(default=None, ge=1)
+    autoscale: AutoscaleSpec | None = None
+    rollout: RolloutSpec | None = None
+    allow_unapproved: bool = Field(
+        default=False, description="let prod take a version nobody approved"
+    )
+
+
+class DeployStepSpec(_AttemptedStep):
+    deploy: DeployBody
+
+
+STEP_KINDS = ("run", "python", "condition", "fail", "approval", "register", "deploy")
 
 
 def _step_kind(value: Any) -> str | None:
@@ -295,7 +346,8 @@ StepSpec = Annotated[
     | Annotated[ConditionStepSpec, Tag("condition")]
     | Annotated[FailStepSpec, Tag("fail")]
     | Annotated[ApprovalStepSpec, Tag("approval")]
-    | Annotated[RegisterStepSpec, Tag("register")],
+    | Annotated[RegisterStepSpec, Tag("register")]
+    | Annotated[DeployStepSpec, Tag("deploy")],
     Discriminator(
         _step_kind,
         custom_error_type="step_kind",
