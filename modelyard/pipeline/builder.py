@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from modelyard.pipeline.model import (
+    DEPLOY_VALUES,
     REGISTER_VALUES,
     Parameter,
     Pipeline,
@@ -355,11 +356,53 @@ class PipelineBuilder:
             )
         )
 
+    def deploy(
+        self,
+        name: str,
+        model: str | StepHandle,
+        *,
+        endpoint: str,
+        stage: str,
+        replicas: int | None = None,
+        autoscale: Mapping[str, Any] | None = None,
+        rollout: Mapping[str, Any] | None = None,
+        allow_unapproved: bool = False,
+        retries: int = 0,
+        timeout: float | None = None,
+        after: Iterable[str | StepHandle] = (),
+    ) -> StepHandle:
+        """Add a `deploy` step: deploy the version register step `model` made to `endpoint` in
+        `stage` and wait for the rollout. `autoscale` takes AutoscalePolicy's fields
+        (min_replicas, max_replicas, target, ...), `rollout` RolloutPlan's (strategy,
+        canary_percent, bake_seconds, ...); lint checks both."""
+        from modelyard.pipeline.deployment import Deployment
+
+        deployment = Deployment(
+            model=model.name if isinstance(model, StepHandle) else model,
+            endpoint=endpoint,
+            stage=stage,
+            replicas=replicas,
+            autoscale=dict(autoscale) if autoscale is not None else None,
+            rollout=dict(rollout) if rollout is not None else None,
+            allow_unapproved=allow_unapproved,
+        )
+        return self._add(
+            Step(
+                name=name,
+                kind="deploy",
+                deployment=deployment,
+                retry=Retry(max=retries),
+                timeout=timeout,
+                cache=False,
+                after=_names(after),
+            )
+        )
+
     def _add(self, new: Step) -> StepHandle:
         if new.name in self.steps:
             raise ValueError(f"duplicate step name '{new.name}'")
         self.steps[new.name] = new
-        values = REGISTER_VALUES if new.kind == "register" else new.values
+        values = {"register": REGISTER_VALUES, "deploy": DEPLOY_VALUES}.get(new.kind, new.values)
         return StepHandle(new.name, new.produced_outputs, values)
 
     def build(self) -> Pipeline:

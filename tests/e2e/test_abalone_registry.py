@@ -3,7 +3,9 @@ unit tests, trains, passes its gate, registers version 1 with evidence and waits
 the registry shows its mse and lineage; the approval makes it the champion; the downloaded
 package predicts rings from a raw row with plain MLflow; a new data file starts a run through
 `watch` whose evidence compares with the champion; a stricter gate ends a run cleanly as "not
-registered" with the reason; MLflow shows the runs' metrics."""
+registered" with the reason; MLflow shows the runs' metrics. After the approval the version
+serves on the dev endpoint (a raw CSV row gets the package's prediction), and after a second
+approval on the prod endpoint (2 replicas, autoscaling)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 
@@ -48,6 +51,8 @@ def example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     assert gate in text
     project.write_text(text.replace(gate, "mse_threshold: {type: float, default: 12.0"))
     yield root
+    for endpoint in ("abalone-dev", "abalone-prod"):  # no process may outlive the test
+        main(["--project", str(root), "endpoint", "delete", endpoint])
 
 
 def cli(capsys: pytest.CaptureFixture[str], root: Path, *args: str) -> tuple[int, str]:
@@ -55,6 +60,12 @@ def cli(capsys: pytest.CaptureFixture[str], root: Path, *args: str) -> tuple[int
     code = main(["--project", str(root), *args])
     captured = capsys.readouterr()
     return code, captured.out + captured.err
+
+
+def endpoint_url(capsys: pytest.CaptureFixture[str], root: Path, name: str) -> str:
+    code, out = cli(capsys, root, "endpoint", "show", name, "--json")
+    assert code == 0, out
+    return str(json.loads(out)["url"])
 
 
 def test_the_example_registers_a_model_that_predicts_rings(
@@ -97,7 +108,9 @@ def test_the_example_registers_a_model_that_predicts_rings(
 
     code, out = cli(capsys, example, "approve", "1", "approve", "-m", "fine", "--by", "ann")
     assert code == 0, out
-    assert "run 1 succeeded" in out and "abalone@champion -> 1" in out
+    # approved: the champion, deployed to the dev endpoint; the run waits for the prod approval
+    assert "abalone@champion -> 1" in out and "deployed abalone/1 to abalone-dev" in out
+    assert "run 1 waiting" in out and "approve_prod" in out
     code, out = cli(capsys, example, "models", "show", "abalone@champion", "--json")
     decided = json.loads(out)
     assert (decided["ref"], decided["approval"]["status"]) == ("abalone/1", "approved")
@@ -109,6 +122,32 @@ def test_the_example_registers_a_model_that_predicts_rings(
     model = mlflow.pyfunc.load_model(str(dest))
     [rings] = np.asarray(model.predict(pd.DataFrame([RAW_ROW], columns=COLUMNS)))
     assert 3 < rings < 20
+
+    # the dev endpoint answers a raw row (CSV, as in the scenario) with the package's prediction
+    dev = endpoint_url(capsys, example, "abalone-dev")
+    csv = ",".join(COLUMNS) + "\n" + ",".join(str(v) for v in RAW_ROW) + "\n"
+    answer = httpx.post(dev + "/invocations", content=csv, headers={"content-type": "text/csv"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["predictions"][0] == pytest.approx(float(rings), rel=1e-6)
+
+    # the second approval sends it to prod: 2 replicas (autoscaling 2..10)
+    code, out = cli(capsys, example, "approve", "1", "approve_prod", "--by", "bob")
+    assert code == 0, out
+    assert "deployed abalone/1 to abalone-prod" in out and "run 1 succeeded" in out
+    code, out = cli(capsys, example, "endpoint", "show", "abalone-prod", "--json")
+    prod = json.loads(out)
+    assert (prod["stage"], prod["status"]) == ("prod", "in_service")
+    [variant] = prod["variants"]
+    assert (variant["model"], variant["replicas"], variant["autoscale"]["max_replicas"]) == (
+        "abalone/1",
+        2,
+        10,
+    )
+    answer = httpx.post(
+        prod["url"] + "/invocations",
+        json={"dataframe_records": [dict(zip(COLUMNS, RAW_ROW, strict=True))]},
+    )
+    assert answer.json()["predictions"][0] == pytest.approx(float(rings), rel=1e-6)
 
     # new data arrives: watch starts a run whose evidence compares with the champion
     more = (EXAMPLE / "data" / "abalone.data").read_text().splitlines()[600:900]

@@ -332,3 +332,28 @@ def test_schema_errors_name_the_key_path_and_the_line(
     (problem,) = info.value.problems
     assert line(problem) == at
     assert problem.message.startswith(expected), problem.message
+
+
+def test_the_python_builder_makes_the_same_deploy_step_as_the_yaml(tmp_path: Path) -> None:
+    from modelyard.pipeline.builder import PipelineBuilder
+
+    from_yaml = load_project(write(tmp_path, FULL)).pipelines["train"].steps["ship"]
+    builder = PipelineBuilder("train")
+    builder.run("make", "python make.py ${{ outputs.model }}", outputs=["model"])
+    register = builder.register("register", "toy", mlflow_model="${{ steps.make.outputs.model }}")
+    builder.approval("approve", approves=register)
+    assert from_yaml.deployment is not None
+    ship = builder.deploy(
+        "ship",
+        register,
+        endpoint="abalone-dev",
+        stage="dev",
+        autoscale=from_yaml.deployment.autoscale,
+        rollout=from_yaml.deployment.rollout,
+        allow_unapproved=True,
+        retries=2,
+        timeout=900.0,
+        after=["approve"],
+    )
+    assert builder.build().steps["ship"] == from_yaml
+    assert ship.values.url == "${{ steps.ship.values.url }}"

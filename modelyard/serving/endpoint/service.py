@@ -278,8 +278,16 @@ def deploy(runtime: Runtime, project: str, request: DeployRequest, actor: str) -
             plan=plan.to_json(),
             created_by=actor,
         )
-        source = f"from {serving.name} " if serving else ""
-        message = f"deploying {detail.ref} to {request.name} {source}({plan.describe()})"
+        if serving is not None:
+            message = (
+                f"deploying {detail.ref} to {request.name} from {serving.name} "
+                f"({plan.describe()})"
+            )
+        else:
+            message = (
+                f"deploying {detail.ref} to {request.name}: "
+                f"{_capacity(replicas, autoscale)}, serving once ready"
+            )
         store.add_event(conn, endpoint.id, "deploy", f"{actor}: {message}")
         store.bump_generation(conn, endpoint.id)
     return DeployResult(request.name, variant_name, rollout_id, message)

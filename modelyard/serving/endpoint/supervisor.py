@@ -309,11 +309,15 @@ class Supervisor:
             ),
         )
         old_share, new_share = step.weights
+        event = step.event
+        if rollout.from_variant is None and event and not step.state.done:
+            # a first variant has no traffic to take over: it serves once its replicas are ready
+            event = f"{rollout.to_variant}: replicas ready, it takes all traffic"
         if rollout.from_variant is not None:
             weights[rollout.from_variant] = old_share
         weights[rollout.to_variant] = new_share
-        if step.state != state or rollout.state is None or step.event:
-            self._record_rollout(rollout, step.state, step.event, weights)
+        if step.state != state or rollout.state is None or event:
+            self._record_rollout(rollout, step.state, event, weights)
         return weights
 
     def _record_rollout(
