@@ -70,6 +70,7 @@ class Supervisor:
         self.generation = -1
         self.endpoint: store.EndpointRow | None = None
         self.rollout: store.RolloutRow | None = None
+        self._variants: list[store.VariantRow] = []
         self.last_heartbeat = 0.0
         self.pool: UpstreamPool | None = None
         self.proxy: EndpointProxy | None = None
@@ -362,7 +363,8 @@ class Supervisor:
             else:
                 for name, weight in weights.items():
                     store.update_variant(conn, endpoint_id, name, weight=weight)
-        self.generation = -1  # read the rows again at the next pass
+        self.generation = -1
+        self._load()  # the rows as they are now: the status written next must not be stale
         if event:
             print(f"rollout: {event}", flush=True)
 
@@ -417,10 +419,10 @@ class Supervisor:
         if self.rollout is not None:
             first = self.rollout.from_variant is None
             return ("creating" if first else "updating"), f"rollout of {self.rollout.to_variant}"
-        serving = [live for live in self.live.values() if live.row.weight > 0]
+        serving = [self.live.get(v.name) for v in self._variants if v.weight > 0]
         if not serving:
             return "failed", "no variant serves (the first deployment was rolled back)"
-        if not any(live.replicas.ready() for live in serving):
+        if not any(live is not None and live.replicas.ready() for live in serving):
             return "degraded", "no replica is ready"
         return "in_service", None
 
