@@ -14,7 +14,10 @@ starting the process to the first answered `/ping` ("ready").
   alone on a prepared row, and MLflow's pyfunc predict on a one-row DataFrame;
 - plain FastAPI: a FastAPI app (pydantic body, uvicorn) calling that same raw predict for each
   request: the serving layer without batching;
-- `mlflow models serve --env-manager local`: MLflow's scoring server.
+- `mlflow models serve --env-manager local`: MLflow's scoring server;
+- `modelyard endpoint`: the same package registered and deployed to an endpoint: the endpoint's
+  front proxy (routing, keep-alive pool) in front of one `modelyard serve` replica, i.e. what a
+  production endpoint adds per request.
 
 Run by hand:
 
@@ -294,6 +297,50 @@ def contenders(
     return servers
 
 
+ENDPOINT_PROJECT = """\
+name: bench
+pipelines:
+  ship:
+    steps:
+      copy:
+        run: >-
+          python -c "import shutil, sys; shutil.copytree(sys.argv[1], sys.argv[2],
+          dirs_exist_ok=True)" {package} ${{{{ outputs.model }}}}
+        outputs: [model]
+      register:
+        register:
+          model: abalone
+          mlflow_model: ${{{{ steps.copy.outputs.model }}}}
+          approval_status: approved
+"""
+
+
+def endpoint_result(
+    package: Path, workdir: Path, env: dict[str, str], measure_at: Callable[[int], dict[int, Load]]
+) -> Result:
+    """The same package behind an endpoint: the front proxy (guards off, one variant) and one
+    replica process of `modelyard serve`. "ready" is the time `endpoint deploy` took, from the
+    command's start to the first variant serving."""
+    project = workdir / "endpoint-project"
+    project.mkdir()
+    (project / "modelyard.yaml").write_text(ENDPOINT_PROJECT.format(package=package))
+    modelyard = [sys.executable, "-m", "modelyard", "--project", str(project)]
+    subprocess.run([*modelyard, "run", "ship", "--quiet"], env=env, check=True, cwd=project)
+    port = free_port()
+    deploy = [*modelyard, "endpoint", "deploy", "bench", "--model", "abalone/1", "--stage", "dev"]
+    began = time.perf_counter()
+    subprocess.run([*deploy, "--port", str(port)], env=env, check=True, cwd=project,
+                   stdout=subprocess.DEVNULL)  # fmt: skip
+    ready = time.perf_counter() - began
+    try:
+        print(f"modelyard endpoint: ready in {ready:.2f} s; loading ...", flush=True)
+        loads = measure_at(port)
+    finally:
+        subprocess.run([*modelyard, "endpoint", "delete", "bench"], env=env, cwd=project,
+                       stdout=subprocess.DEVNULL)  # fmt: skip
+    return Result("modelyard endpoint (front proxy + 1 replica)", ready, loads)
+
+
 # -- the report -----------------------------------------------------------------------------------
 
 
@@ -391,6 +438,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
                 return 1
             results.append(Result(name, ready, loads))
+            if name == "modelyard serve":
+                results.append(
+                    endpoint_result(
+                        package, workdir, env, lambda p: measure(p, concurrencies, warmup, seconds)
+                    )
+                )
+                if any(load.errors for load in results[-1].loads.values()):
+                    print("modelyard endpoint: failed requests", file=sys.stderr)
+                    return 1
     report = table(results, raw, concurrencies)
     lines = goals(results, raw)
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
