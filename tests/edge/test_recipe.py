@@ -215,6 +215,7 @@ ERROR_CASES = [
     (("RecipeFormatVersion",), DELETE, "RecipeFormatVersion", "required, but missing"),
     (("RecipeFormatVersion",), "2021-01-01", "RecipeFormatVersion", "unsupported recipe format"),
     (("ComponentName",), "com example", "ComponentName", "invalid component name"),
+    (("ComponentName",), "..", "ComponentName", "invalid component name"),
     (("ComponentVersion",), "1.0", "ComponentVersion", "not a semantic version"),
     (("ComponentVersion",), 1.0, "ComponentVersion", "expected a version string"),
     (

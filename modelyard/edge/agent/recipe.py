@@ -327,7 +327,7 @@ def _format_version(value: Any) -> str:
 
 def _component_name(value: Any, path: str) -> str:
     name = _string(value, path)
-    if not _NAME.fullmatch(name):
+    if not _NAME.fullmatch(name) or name in (".", ".."):  # names become folder names
         _fail(
             path,
             f"invalid component name {name!r}",
