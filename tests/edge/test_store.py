@@ -200,7 +200,7 @@ def test_a_name_that_would_escape_the_store_is_refused(
 ) -> None:
     src = tmp_path / "recipes"
     write_recipe(src, recipe_doc(name=".."), file="dots.yaml")
-    with pytest.raises(RecipeError, match="folder name") as caught:
+    with pytest.raises(RecipeError, match="invalid component name") as caught:
         store.add_recipes(src)
     assert caught.value.path == "ComponentName"
     assert entries(store.recipes_dir) == []
