@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "logs": ("run_cmds", "print a step's log (--follow to stream it)"),
     "resume": ("run_cmds", "re-run the failed or unfinished steps of a run"),
     "cancel": ("run_cmds", "cancel a run and stop its processes"),
+    "outputs": ("output_cmds", "list a step's output artifacts, or write one out (--dest)"),
     "approve": ("approval_cmds", "approve a waiting approval step and continue the run"),
     "reject": ("approval_cmds", "reject a waiting approval step (the run fails)"),
     "evidence": ("evidence_cmds", "the approval evidence of a run's or a model's version"),
