@@ -209,9 +209,9 @@ class ModelServer:
         await respond(send, 200, JSON, self._openapi)
 
     async def _version(self, scope: Scope, receive: Receive, send: Send) -> None:
-        from modelyard import __version__
+        from importlib.metadata import version
 
-        await respond(send, 200, b"text/plain; charset=utf-8", __version__.encode())
+        await respond(send, 200, b"text/plain; charset=utf-8", version("modelyard").encode())
 
     async def _error(self, send: Send, status: int, code: str, message: str) -> None:
         await respond(send, status, JSON, self._dumps({"error_code": code, "message": message}))

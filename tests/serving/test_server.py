@@ -116,6 +116,9 @@ def test_ping_health_openapi_and_metrics(server: Server) -> None:
     assert "modelyard_request_seconds_bucket" in metrics
     assert httpx.get(server.url + "/nope").status_code == 404
     assert httpx.get(server.url + "/invocations").status_code == 405
+    from importlib.metadata import version
+
+    assert httpx.get(server.url + "/version").text == version("modelyard")
 
 
 def test_concurrent_requests_are_predicted_in_batches(
