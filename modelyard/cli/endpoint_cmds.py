@@ -93,6 +93,18 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     )
     deploy.add_argument("--host", default="127.0.0.1", help="address of the endpoint (127.0.0.1)")
     deploy.add_argument("--port", type=int, help="its port (a free one the first time; kept)")
+    deploy.add_argument(
+        "--backend",
+        choices=("local", "ray"),
+        help="where replicas run: processes of this machine, or a Ray Serve cluster (local; an "
+        "endpoint keeps its backend)",
+    )
+    deploy.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="the Ray cluster of --backend ray, as ray.init takes it (host:port, auto, "
+        "ray://host:port); default: a local Ray instance of the endpoint's own",
+    )
     add_batching_arguments(deploy, defaults=False)
     add_guard_arguments(deploy)
     deploy.add_argument(
@@ -175,6 +187,8 @@ def _deploy(args: argparse.Namespace) -> int:
         port=args.port,
         config=_config(args),
         allow_unapproved=args.allow_unapproved,
+        backend=args.backend,
+        ray_address=args.ray_address,
     )
     result = service.deploy(runtime, project, request, current_user())
     if args.api_keys_env:  # the supervisor keeps the keys' digests only, never the keys
@@ -315,6 +329,7 @@ def _show(args: argparse.Namespace) -> int:
 def _print_view(view: EndpointView) -> None:
     row = view.row
     print(f"endpoint {row.name} ({row.stage})  {view.url or '-'}  {view.status}")
+    print(f"  backend: {_backend_text(view)}")
     if row.status_reason and view.running:
         print(f"  {row.status_reason}")
     guards = view.to_json()["guards"]
@@ -385,6 +400,13 @@ def _print_view(view: EndpointView) -> None:
         print()
         for event in view.events:
             _print_event(event)
+
+
+def _backend_text(view: EndpointView) -> str:
+    if view.row.backend != "ray":
+        return view.row.backend
+    address = (view.row.config.get("ray") or {}).get("address")
+    return f"ray ({address or 'a local Ray instance of its own'})"
 
 
 def _ms(value: float | None) -> str:

@@ -5,10 +5,12 @@ throttling, shedding on the proxy's own in-flight count), before its body is rea
 
 - `POST /invocations`: a replica chosen by the `Router` (variant by weight, then least loaded)
   gets the body with its content-type and accept headers (never the client's key: replicas have
-  none), over a pooled keep-alive connection. A replica that went away before answering (stopped,
-  restarting) costs a retry on another one, up to `attempts` in all, so a rollout or a scale-in
-  never drops a request. The replica's answer goes back with `x-modelyard-variant`, and into the
-  variant's `VariantStats`, which rollouts judge and autoscaling reads.
+  none), over a pooled keep-alive connection, at the backend's path prefix if it has one (a
+  variant on Ray Serve sits behind Ray's proxy, shared by all). A replica that went away before
+  answering (stopped, restarting) costs a retry on another one, up to `attempts` in all, so a
+  rollout or a scale-in never drops a request. The replica's answer goes back with
+  `x-modelyard-variant`, and into the variant's `VariantStats`, which rollouts judge and
+  autoscaling reads.
 - `GET /ping`: 200 while some variant with traffic has a replica (a load balancer's probe);
   `GET /health`: the supervisor's status plus each variant's traffic of the last minute;
   `GET /metrics`: the proxy's own Prometheus metrics; `GET /openapi.json` and `GET /version` are
@@ -227,7 +229,7 @@ class EndpointProxy:
                     backend.in_flight += 1
                     try:
                         answer = await self.pool.request(
-                            backend, "POST", INVOCATIONS, headers, body
+                            backend, "POST", backend.prefix + INVOCATIONS, headers, body
                         )
                         break
                     except UpstreamUnavailable:
@@ -342,7 +344,7 @@ class EndpointProxy:
                     backend.in_flight += 1  # a draining replica waits for these too
                     try:
                         answer = await self.pool.request(
-                            backend, "GET", scope["path"], headers, b""
+                            backend, "GET", backend.prefix + scope["path"], headers, b""
                         )
                         break
                     except UpstreamUnavailable:

@@ -42,6 +42,7 @@ class Backend:
     port: int
     in_flight: int = 0  # requests forwarded and not yet answered (the proxy maintains it)
     draining: bool = False  # no new requests; the supervisor stops it once in_flight == 0
+    prefix: str = ""  # put before every path: a replica behind a shared proxy (Ray Serve's)
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from .rollout import RolloutPlan
 
 STAGES = ("dev", "prod")
+BACKENDS = ("local", "ray")  # where replicas run: processes here, or Ray Serve (ray_backend.py)
 HEARTBEAT_SECONDS = 1.0  # how often a supervisor writes that it is alive
 STALE_AFTER = 15.0  # a supervisor silent this long is taken for dead (another machine's, say)
 
@@ -43,6 +44,8 @@ class DeployRequest:
     port: int | None = None  # None: keep, or a free port for a new endpoint
     config: dict[str, Any] | None = None  # serving options and guards; None: keep
     allow_unapproved: bool = False
+    backend: str | None = None  # None: keep ("local" for a new endpoint)
+    ray_address: str | None = None  # the ray backend's cluster; None: keep (a local instance)
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,7 @@ class EndpointView:
             "name": row.name,
             "stage": row.stage,
             "backend": row.backend,
+            "ray": row.config.get("ray") if row.backend == "ray" else None,
             "url": self.url,
             "status": self.status,
             "status_reason": row.status_reason,
@@ -192,6 +196,7 @@ def deploy(runtime: Runtime, project: str, request: DeployRequest, actor: str) -
         )
     if request.replicas is not None and request.replicas < 1:
         raise ConfigError(f"--replicas must be 1 or more, not {request.replicas}")
+    _check_backend(request)
     detail = registry.show_version(runtime, project, request.model)
     version = detail.version
     if (
@@ -210,15 +215,21 @@ def deploy(runtime: Runtime, project: str, request: DeployRequest, actor: str) -
         endpoint = store.get_endpoint(conn, project, request.name, lock=True)
         if endpoint is None:
             replicas = _replicas(request, None)
+            backend = request.backend or "local"
+            if request.ray_address is not None and backend != "ray":
+                raise _address_without_ray()
+            config = dict(request.config or {})
+            if backend == "ray":
+                config["ray"] = {"address": request.ray_address}
             endpoint = store.insert_endpoint(
                 conn,
                 project=project,
                 name=request.name,
                 stage=request.stage,
-                backend="local",
+                backend=backend,
                 host=request.host,
                 port=request.port,
-                config=request.config or {},
+                config=config,
                 status="creating",
             )
             current: list[store.VariantRow] = []
@@ -233,8 +244,9 @@ def deploy(runtime: Runtime, project: str, request: DeployRequest, actor: str) -
                     f"(`modelyard endpoint rollback {request.name}`)",
                 )
             changes: dict[str, Any] = {}
-            if request.config is not None:
-                changes["config"] = request.config
+            if request.config is not None:  # the backend's settings are the endpoint's for life
+                kept = {k: v for k, v in endpoint.config.items() if k == "ray"}
+                changes["config"] = request.config | kept
             if request.port is not None:
                 changes["port"] = request.port
             if changes:
@@ -280,8 +292,7 @@ def deploy(runtime: Runtime, project: str, request: DeployRequest, actor: str) -
         )
         if serving is not None:
             message = (
-                f"deploying {detail.ref} to {request.name} from {serving.name} "
-                f"({plan.describe()})"
+                f"deploying {detail.ref} to {request.name} from {serving.name} ({plan.describe()})"
             )
         else:
             message = (
@@ -304,6 +315,25 @@ def _plan_for(request: DeployRequest, stage: str, *, first: bool) -> RolloutPlan
     return plan
 
 
+def _check_backend(request: DeployRequest) -> None:
+    if request.backend is not None and request.backend not in BACKENDS:
+        raise ConfigError(
+            f"unknown backend '{request.backend}'", hint=f"use one of: {', '.join(BACKENDS)}"
+        )
+    if request.ray_address is not None and request.backend == "local":
+        raise _address_without_ray()
+    if request.backend == "ray":
+        from .ray_backend import require_ray
+
+        require_ray()  # before anything is recorded: exit 7 with how to install it
+
+
+def _address_without_ray() -> ConfigError:
+    return ConfigError(
+        "a Ray address is for the ray backend", hint="add --backend ray, or drop --ray-address"
+    )
+
+
 def _check_redeploy(endpoint: store.EndpointRow, request: DeployRequest) -> None:
     if endpoint.stage != request.stage:
         raise ConfigError(
@@ -314,6 +344,26 @@ def _check_redeploy(endpoint: store.EndpointRow, request: DeployRequest) -> None
         raise ConfigError(
             f"endpoint {endpoint.name} listens on {endpoint.host}, not {request.host}",
             hint="an endpoint keeps its address: delete it and deploy again to move it",
+        )
+    if request.backend is not None and request.backend != endpoint.backend:
+        raise ConfigError(
+            f"endpoint {endpoint.name} runs on the {endpoint.backend} backend, not "
+            f"{request.backend}",
+            hint="an endpoint keeps its backend: deploy to another endpoint, or delete this one "
+            "and deploy again",
+        )
+    if endpoint.backend == "ray":
+        from .ray_backend import require_ray
+
+        require_ray()
+    elif request.ray_address is not None:
+        raise _address_without_ray()
+    address = endpoint.config.get("ray", {}).get("address")
+    if request.ray_address is not None and request.ray_address != address:
+        raise ConfigError(
+            f"endpoint {endpoint.name} uses the Ray cluster at "
+            f"{address or 'a local instance of its own'}, not {request.ray_address}",
+            hint="an endpoint keeps its Ray cluster: delete it and deploy again to move it",
         )
 
 

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from modelyard.engine.runtime import Runtime
 
     from .proxy import EndpointProxy
+    from .ray_backend import RayVariant
     from .upstream import UpstreamPool
 
 TICK = 0.5  # seconds between two passes of the control loop
@@ -51,7 +52,7 @@ class LiveVariant:
     """A variant's replicas and autoscaling state, as this process runs them."""
 
     row: store.VariantRow
-    replicas: ReplicaSet
+    replicas: ReplicaSet | RayVariant
     scaling: autoscale.ScalingState
     backends: dict[tuple[int, int], Backend] = field(default_factory=dict)  # (slot, port)
     resize: asyncio.Task[None] | None = None
@@ -227,7 +228,9 @@ class Supervisor:
             serve_args=tuple(args),
             cwd=self.root,
         )
-        live = LiveVariant(row, ReplicaSet(spec), autoscale.ScalingState(row.replicas))
+        assert self.endpoint is not None
+        replicas = replica_set(self.endpoint, self.project, spec)
+        live = LiveVariant(row, replicas, autoscale.ScalingState(row.replicas))
         self.live[row.name] = live
         return live
 
@@ -270,9 +273,7 @@ class Supervisor:
             if replica.state not in ("ready", "draining"):
                 continue
             key = (replica.slot, replica.port)
-            backend = live.backends.get(key) or Backend(
-                f"{live.row.name}/{replica.slot}", live.row.name, "127.0.0.1", replica.port
-            )
+            backend = live.backends.get(key) or _backend(live.row.name, replica)
             backend.draining = backend.draining or replica.state == "draining"
             keep[key] = backend
         if keep.keys() != live.backends.keys():
@@ -476,6 +477,26 @@ class Supervisor:
             )
             for name in self.live:
                 store.update_variant(conn, endpoint.id, name, observed=None)
+
+
+def replica_set(
+    endpoint: store.EndpointRow, project: str, spec: ReplicaSpec
+) -> ReplicaSet | RayVariant:
+    """Where a variant's replicas run: processes of this machine, or a Ray Serve application."""
+    if endpoint.backend == "ray":
+        from .ray_backend import RayVariant, ray_address
+
+        return RayVariant(spec, project=project, address=ray_address(endpoint.config))
+    return ReplicaSet(spec)
+
+
+def _backend(variant: str, replica: Replica) -> Backend:
+    from .ray_backend import RayReplica
+
+    key = f"{variant}/{replica.slot}"
+    if isinstance(replica, RayReplica):  # Ray's HTTP proxy, under the application's prefix
+        return Backend(key, variant, replica.host, replica.port, prefix=replica.prefix)
+    return Backend(key, variant, "127.0.0.1", replica.port)
 
 
 def guard_options(config: dict[str, Any]) -> Any:
