@@ -8,7 +8,12 @@
 - `lifecycle` (+ `logs`): one component's scripts as a state machine; `components`: many, in
   dependency order;
 - `policy` and `ipc_broker`: local publish/subscribe on a Unix socket, authorised by each
-  component's accessControl policies (the client for component code is `modelyard.edge.ipc`).
+  component's accessControl policies (the client for component code is `modelyard.edge.ipc`);
+- `deployments` (documents in Greengrass's CreateDeployment shape, local deployments, planning),
+  `configuration` (merge and reset), `journal` (the device's state and each deployment's record,
+  written atomically: what crash recovery reads);
+- `agent`: the process (`modelyard-agent run`): one per root, applies queued deployments with
+  NOTIFY_COMPONENTS and ROLLBACK, recovers an interrupted one; `cli`: `modelyard-agent`.
 
 Nothing here imports the control plane (`modelyard.*` outside `modelyard.edge`), so the agent
 runs with few dependencies; tests guard it.
