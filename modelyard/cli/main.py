@@ -42,6 +42,21 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+# the top-level modules of the `control` extra's distributions
+CONTROL_PLANE_MODULES = frozenset(
+    {
+        "sqlalchemy",
+        "alembic",
+        "pydantic",
+        "fsspec",
+        "rich",
+        "mlflow",
+        "matplotlib",
+        "prometheus_client",
+    }
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="modelyard",
@@ -76,11 +91,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
-    module = importlib.import_module(f"modelyard.cli.{args._module}")
     from modelyard.errors import ModelyardError
 
     try:
+        module = importlib.import_module(f"modelyard.cli.{args._module}")
         return int(module.execute(args.command, args) or 0)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in CONTROL_PLANE_MODULES:
+            raise
+        print(
+            f"error: {exc.name} is not installed: the control plane needs "
+            "`pip install 'modelyard[control]'` (this installation has only the core, which "
+            "runs the device agent, `modelyard-agent`)",
+            file=sys.stderr,
+        )
+        return 7
     except ModelyardError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
