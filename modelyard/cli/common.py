@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -103,3 +105,24 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     for row in rows:
         lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
     return "\n".join(lines)
+
+
+def print_file(path: Path, *, follow: Callable[[], bool] | None = None) -> None:
+    """Print a file; with `follow`, keep printing what is appended while `follow()` is true, and
+    once more after it turned false (what was written just before)."""
+    position = 0
+    while True:
+        with open(path, "rb") as log:
+            log.seek(position)
+            chunk = log.read()
+            position += len(chunk)
+        if chunk:
+            sys.stdout.write(chunk.decode(errors="replace"))
+            sys.stdout.flush()
+        if follow is None:
+            return
+        if not follow():
+            if not chunk:
+                return
+            continue
+        time.sleep(0.3)  # polling a file for new lines, as `tail -f` does

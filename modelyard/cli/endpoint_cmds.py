@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
-import time
 from typing import TYPE_CHECKING, Any
 
 from modelyard.cli.common import (
     add_json_flag,
     local_time,
+    print_file,
     print_json,
     project_name,
     runtime_for,
@@ -428,18 +427,8 @@ def _logs(args: argparse.Namespace) -> int:
         path = folder / "supervisor.log"
     if not path.is_file():
         raise NotFound(f"no log at {path}", hint="`modelyard endpoint show NAME` lists replicas")
-    position = 0
-    while True:
-        with open(path, "rb") as log:
-            log.seek(position)
-            chunk = log.read()
-            position += len(chunk)
-        if chunk:
-            sys.stdout.write(chunk.decode(errors="replace"))
-            sys.stdout.flush()
-        if not args.follow:
-            return 0
-        time.sleep(0.3)  # polling a file for new lines, as `tail -f` does
+    print_file(path, follow=(lambda: True) if args.follow else None)
+    return 0
 
 
 def _rollback(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ from modelyard.cli.common import (
     iso,
     load,
     local_time,
+    print_file,
     print_json,
     runtime_for,
     table,
@@ -362,23 +363,14 @@ def _logs(args: argparse.Namespace) -> int:
             return 0
         print(f"(no log for attempt {attempt.number})", file=sys.stderr)
         return 0
-    position = 0
-    while True:
-        with open(path, "rb") as log:
-            log.seek(position)
-            chunk = log.read()
-            position += len(chunk)
-        if chunk:
-            sys.stdout.write(chunk.decode(errors="replace"))
-            sys.stdout.flush()
-        if not args.follow:
-            return 0
-        attempt, _ = service.attempt_log(runtime, args.run, args.step, attempt.number)
-        if attempt.status != "running":
-            if not chunk:
-                return 0
-            continue  # one more read for what was written before the attempt ended
-        time.sleep(0.3)  # polling a file for new lines, as `tail -f` does
+
+    def running() -> bool:
+        return service.attempt_log(runtime, args.run, args.step, attempt.number)[0].status == (
+            "running"
+        )
+
+    print_file(path, follow=running if args.follow else None)
+    return 0
 
 
 def _cancel(args: argparse.Namespace) -> int:

@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelyard.edge.agent.errors import AgentError
+from modelyard.edge.agent.errors import AgentError, describe_value
 
 MAX_MERGE_CHARS = 10_485_760  # CreateDeployment's limit on the merge string
 MAX_RESET_POINTERS = 256  # and on the reset list
@@ -106,7 +106,7 @@ def check_merge(value: Any, *, path: str | None = None) -> dict[str, Any]:
     """`value` if it is a JSON object of JSON values (what a MERGE must be)."""
     if not isinstance(value, dict):
         raise ConfigurationError(
-            f"merge must be a JSON object, not {_kind(value)}",
+            f"merge must be a JSON object, not {describe_value(value)}",
             path=path,
             hint='write the keys to set, e.g. {"level": "DEBUG"}',
         )
@@ -171,27 +171,13 @@ def effective_configuration(
 # --- helpers ----------------------------------------------------------------------------------
 
 
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
-
-
 def _check_json(value: Any, path: str) -> None:
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
-                raise ConfigurationError(f"keys must be strings, not {_kind(key)}", path=path)
+                raise ConfigurationError(
+                    f"keys must be strings, not {describe_value(key)}", path=path
+                )
             _check_json(item, f"{path}.{key}")
     elif isinstance(value, list):
         for i, item in enumerate(value):
@@ -199,7 +185,7 @@ def _check_json(value: Any, path: str) -> None:
     elif isinstance(value, float) and not math.isfinite(value):
         raise ConfigurationError(f"{value} is not a JSON number", path=path)
     elif value is not None and not isinstance(value, str | int | float | bool):
-        raise ConfigurationError(f"{_kind(value)} is not a JSON value", path=path)
+        raise ConfigurationError(f"{describe_value(value)} is not a JSON value", path=path)
 
 
 def _refuse_list_elements(

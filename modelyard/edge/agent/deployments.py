@@ -46,7 +46,7 @@ from modelyard.edge.agent.configuration import (
     parse_merge,
     parse_pointer,
 )
-from modelyard.edge.agent.errors import AgentError, DeploymentError, RecipeError
+from modelyard.edge.agent.errors import AgentError, DeploymentError, RecipeError, describe_value
 from modelyard.edge.agent.journal import DeviceState, check_deployment_id
 from modelyard.edge.agent.model import Component, DependencyType, Platform, Recipe
 from modelyard.edge.agent.platform import select_manifest
@@ -135,24 +135,8 @@ def _component_path(name: str) -> str:
 
 def _mapping(value: Any, path: str, what: str) -> dict[str, Any]:
     if not isinstance(value, dict):
-        _fail(path, f"expected {what}, got {_kind(value)}")
+        _fail(path, f"expected {what}, got {describe_value(value)}")
     return value
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
 
 
 def _check_keys(
@@ -172,7 +156,7 @@ def _check_keys(
 
 def _string(value: Any, path: str) -> str:
     if not isinstance(value, str) or not value.strip():
-        _fail(path, f"expected a non-empty string, got {_kind(value)}")
+        _fail(path, f"expected a non-empty string, got {describe_value(value)}")
     return value
 
 
@@ -194,7 +178,7 @@ def check_component_name(name: Any, path: str) -> str:
 
 def check_version(value: Any, path: str) -> str:
     if not isinstance(value, str):
-        _fail(path, f"expected a version string, got {_kind(value)}", 'e.g. "1.0.0"')
+        _fail(path, f"expected a version string, got {describe_value(value)}", 'e.g. "1.0.0"')
     try:
         Version(value)
     except ValueError:
@@ -278,7 +262,11 @@ def _reset_list(value: Any, path: str) -> tuple[str, ...]:
     if value is None:
         return ()
     if not isinstance(value, list):
-        _fail(path, f"expected a list of JSON pointers, got {_kind(value)}", 'e.g. ["/level"]')
+        _fail(
+            path,
+            f"expected a list of JSON pointers, got {describe_value(value)}",
+            'e.g. ["/level"]',
+        )
     if len(value) > MAX_RESET_POINTERS:
         _fail(path, f"at most {MAX_RESET_POINTERS} pointers, got {len(value)}")
     for i, pointer in enumerate(value):
@@ -327,7 +315,7 @@ def _artifact_dirs(value: Any) -> tuple[str, ...]:
     if value is None:
         return ()
     if not isinstance(value, list):
-        _fail("artifactDirs", f"expected a list of folders, got {_kind(value)}")
+        _fail("artifactDirs", f"expected a list of folders, got {describe_value(value)}")
     dirs = []
     for i, item in enumerate(value):
         folder = _string(item, f"artifactDirs[{i}]")

@@ -7,6 +7,9 @@ The agent imports nothing else of modelyard (see `modelyard.edge.agent`), so it 
 
 from __future__ import annotations
 
+import datetime
+from typing import Any
+
 
 class AgentError(Exception):
     """Base of the errors the agent reports to a user."""
@@ -40,3 +43,22 @@ class DeploymentError(AgentError):
     """A deployment cannot go ahead: unsatisfiable versions, cycles, refused dependencies."""
 
     exit_code = 4
+
+
+def describe_value(value: Any) -> str:
+    """What a value in a document is, for "expected X, got Y" messages."""
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, int | float):
+        return f"the number {value}"
+    if isinstance(value, datetime.date):  # YAML reads 2020-01-25 as a date
+        return f"the date {value.isoformat()}"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__

@@ -30,7 +30,7 @@ import yaml
 from semantic_version import NpmSpec, Version
 
 from modelyard.edge.agent.digests import DIGEST_BYTES
-from modelyard.edge.agent.errors import RecipeError
+from modelyard.edge.agent.errors import RecipeError, describe_value
 from modelyard.edge.agent.model import (
     Access,
     Algorithm,
@@ -196,36 +196,22 @@ def _fail(path: str, message: str, hint: str | None = None) -> NoReturn:
     raise RecipeError(message, path=path or None, hint=hint)
 
 
-def _kind(value: Any) -> str:
-    if value is None:
-        return "nothing (null)"
-    if isinstance(value, bool):
-        return f"the boolean {str(value).lower()}"
-    if isinstance(value, int | float):
-        return f"the number {value}"
-    if isinstance(value, datetime.date):
-        return f"the date {value.isoformat()}"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    return type(value).__name__
-
-
 def _mapping(value: Any, path: str, what: str) -> dict[str, Any]:
     if not isinstance(value, dict):
-        _fail(path, f"expected {what}, got {_kind(value)}")
+        _fail(path, f"expected {what}, got {describe_value(value)}")
     for key in value:
         if not isinstance(key, str):
-            _fail(_at(path, str(key)), f"keys must be strings, got {_kind(key)}", "quote the key")
+            _fail(
+                _at(path, str(key)),
+                f"keys must be strings, got {describe_value(key)}",
+                "quote the key",
+            )
     return value
 
 
 def _list(value: Any, path: str, what: str) -> list[Any]:
     if not isinstance(value, list):
-        _fail(path, f"expected {what}, got {_kind(value)}")
+        _fail(path, f"expected {what}, got {describe_value(value)}")
     return value
 
 
@@ -258,7 +244,7 @@ def _string(value: Any, path: str, *, empty: bool = True) -> str:
             _fail(path, "must not be empty")
         return value
     hint = "quote it" if isinstance(value, int | float | datetime.date) else None
-    _fail(path, f"expected a string, got {_kind(value)}", hint)
+    _fail(path, f"expected a string, got {describe_value(value)}", hint)
 
 
 def _choice(value: Any, path: str, choices: Sequence[str]) -> str:
@@ -281,7 +267,9 @@ def _json(value: Any, path: str) -> Any:
         return value.isoformat()
     if value is None or isinstance(value, str | int | float | bool):
         return value
-    _fail(path, f"configuration values must be JSON values, got {_kind(value)}", "quote it")
+    _fail(
+        path, f"configuration values must be JSON values, got {describe_value(value)}", "quote it"
+    )
 
 
 # --- building the recipe --------------------------------------------------------------------
@@ -338,7 +326,11 @@ def _component_name(value: Any, path: str) -> str:
 
 def _version(value: Any, path: str) -> str:
     if not isinstance(value, str):
-        _fail(path, f"expected a version string, got {_kind(value)}", "quote it, e.g. '1.0.0'")
+        _fail(
+            path,
+            f"expected a version string, got {describe_value(value)}",
+            "quote it, e.g. '1.0.0'",
+        )
     try:
         Version(value)
     except ValueError:
@@ -367,7 +359,11 @@ def _component_type(value: Any) -> str:
 
 def _range(value: Any, path: str) -> str:
     if not isinstance(value, str):
-        _fail(path, f"expected a version range, got {_kind(value)}", "quote it, e.g. '^1.0.0'")
+        _fail(
+            path,
+            f"expected a version range, got {describe_value(value)}",
+            "quote it, e.g. '^1.0.0'",
+        )
     if not value.strip():
         _fail(path, "an empty version range", "write '*' to accept any version")
     try:
@@ -612,7 +608,7 @@ def _env(value: Any, path: str, sel: _Selections) -> dict[str, str]:
             _fail(here, f"invalid environment variable name {key!r}")
         if isinstance(item, bool) or item is None or not isinstance(item, str | int | float):
             hint = f"quote it: '{str(item).lower()}'" if isinstance(item, bool) else "quote it"
-            _fail(here, f"expected a string value, got {_kind(item)}", hint)
+            _fail(here, f"expected a string value, got {describe_value(item)}", hint)
         env[key] = str(item)
     chosen = next((k for k in sel or () if isinstance(node.get(k), dict)), None)
     if chosen is not None:
@@ -628,7 +624,9 @@ def _timeout(value: Any, path: str) -> float:
         except ValueError:
             _fail(path, f"expected a number of seconds, got {value!r}", "e.g. Timeout: 120")
     if isinstance(number, bool) or not isinstance(number, int | float):
-        _fail(path, f"expected a number of seconds, got {_kind(value)}", "e.g. Timeout: 120")
+        _fail(
+            path, f"expected a number of seconds, got {describe_value(value)}", "e.g. Timeout: 120"
+        )
     if not number > 0:
         _fail(path, f"must be more than 0 seconds, got {value}")
     return float(number)
@@ -639,7 +637,7 @@ def _boolean(value: Any, path: str) -> bool:
         return value
     if isinstance(value, str) and value.lower() in ("true", "false"):
         return value.lower() == "true"
-    _fail(path, f"expected true or false, got {_kind(value)}")
+    _fail(path, f"expected true or false, got {describe_value(value)}")
 
 
 def _skipif(value: Any, path: str) -> Skipif:
