@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,15 +106,7 @@ class ModelServer:
                 if scope["path"] == "/invocations":
                     self.metrics.observe(refusal.status, 0.0, "refused")
                 return
-        route = self._routes.get((scope["method"], scope["path"]))
-        if route is None:
-            known = {path for _, path in self._routes}
-            if scope["path"] in known:
-                await self._error(send, 405, "METHOD_NOT_ALLOWED", "method not allowed here")
-            else:
-                await self._error(send, 404, "NOT_FOUND", f"no route {scope['path']}")
-            return
-        await route(scope, receive, send)
+        await dispatch(self._routes, scope, receive, send)
 
     # -- invocations -----------------------------------------------------------------------------
 
@@ -213,8 +205,28 @@ class ModelServer:
 
         await respond(send, 200, b"text/plain; charset=utf-8", version("modelyard").encode())
 
-    async def _error(self, send: Send, status: int, code: str, message: str) -> None:
-        await respond(send, status, JSON, self._dumps({"error_code": code, "message": message}))
+
+Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+async def dispatch(
+    routes: Mapping[tuple[str, str], Handler], scope: Scope, receive: Receive, send: Send
+) -> None:
+    """Call the route of (method, path), or answer 405 (a known path) or 404."""
+    route = routes.get((scope["method"], scope["path"]))
+    if route is not None:
+        await route(scope, receive, send)
+    elif any(path == scope["path"] for _, path in routes):
+        await error(send, 405, "METHOD_NOT_ALLOWED", "method not allowed here")
+    else:
+        await error(send, 404, "NOT_FOUND", f"no route {scope['path']}")
+
+
+async def error(send: Send, status: int, code: str, message: str) -> None:
+    """An error answer as MLflow's scoring server gives them: {"error_code", "message"}."""
+    from . import jsonio
+
+    await respond(send, status, JSON, jsonio.dumps({"error_code": code, "message": message}))
 
 
 def header(scope: Scope, name: bytes) -> str | None:

@@ -27,7 +27,17 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from modelyard.errors import ConfigError
-from modelyard.serving.app import JSON, Receive, Scope, Send, header, lifespan, respond
+from modelyard.serving.app import (
+    JSON,
+    Receive,
+    Scope,
+    Send,
+    dispatch,
+    error,
+    header,
+    lifespan,
+    respond,
+)
 from modelyard.serving.guards import GuardOptions, Guards
 from modelyard.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from modelyard.serving.metrics import LATENCY_BUCKETS
@@ -197,15 +207,7 @@ class EndpointProxy:
         if scope["path"] == INVOCATIONS and scope["method"] == "POST":
             await self._invocations(scope, receive, send)  # the hot path: no route lookup
             return
-        route = self._routes.get((scope["method"], scope["path"]))
-        if route is None:
-            known = {path for _, path in self._routes}
-            if scope["path"] in known:
-                await self._error(send, 405, "METHOD_NOT_ALLOWED", "method not allowed here")
-            else:
-                await self._error(send, 404, "NOT_FOUND", f"no route {scope['path']}")
-            return
-        await route(scope, receive, send)
+        await dispatch(self._routes, scope, receive, send)
 
     # -- invocations -----------------------------------------------------------------------------
 
@@ -313,7 +315,7 @@ class EndpointProxy:
         if self.router.available():
             await respond(send, 200, TEXT, b"\n")
         else:
-            await self._error(send, 503, "NO_REPLICA", f"endpoint {self.name} has no replica")
+            await error(send, 503, "NO_REPLICA", f"endpoint {self.name} has no replica")
 
     async def _health(self, scope: Scope, receive: Receive, send: Send) -> None:
         router = self.router
@@ -352,17 +354,17 @@ class EndpointProxy:
                     finally:
                         backend.in_flight -= 1
         except TimeoutError:
-            await self._error(send, 504, "TIMEOUT", "the replica took longer than the timeout")
+            await error(send, 504, "TIMEOUT", "the replica took longer than the timeout")
             return
         except UpstreamBroken as exc:
-            await self._error(send, 502, "BAD_GATEWAY", f"a replica's answer was cut short: {exc}")
+            await error(send, 502, "BAD_GATEWAY", f"a replica's answer was cut short: {exc}")
             return
         if answer is not None and backend is not None:
             extra = [self._variant_header(backend.variant)]
             content_type = answer.header(b"content-type") or TEXT
             await respond(send, answer.status, content_type, answer.body, extra)
         elif tried:
-            await self._error(send, 502, "BAD_GATEWAY", f"no replica answered ({len(tried)} tried)")
+            await error(send, 502, "BAD_GATEWAY", f"no replica answered ({len(tried)} tried)")
         else:
             await self._no_replica(send)
 
@@ -371,6 +373,3 @@ class EndpointProxy:
             {"error_code": "NO_REPLICA", "message": f"endpoint {self.name} has no replica"}
         )
         await respond(send, 503, JSON, body, [(b"retry-after", b"1")])
-
-    async def _error(self, send: Send, status: int, code: str, message: str) -> None:
-        await respond(send, status, JSON, self._dumps({"error_code": code, "message": message}))
