@@ -361,3 +361,22 @@ def test_a_running_component_is_not_started_twice(tmp_path: Path) -> None:
 
     run(scenario())
     assert our_processes(tmp_path) == []
+
+
+def test_forget_lets_go_of_stopped_components_and_their_log_files(tmp_path: Path) -> None:
+    components = [make_component(name, run="sleep 300") for name in ("A", "B")]
+    manager, _ = make_manager(tmp_path)
+
+    async def scenario() -> None:
+        await manager.start_all(components, recipe_dependencies(components))
+        with pytest.raises(ComponentError, match="A is still running"):
+            manager.forget(["A"])
+        await manager.stop(["A"])
+        log = manager.runners["A"]._log  # the file the runner holds open
+        assert log._file is not None
+        manager.forget(["A", "not-there"])
+        assert log._file is None
+        assert set(manager.states()) == {"B"}
+        await manager.shutdown()
+
+    run(scenario())

@@ -795,6 +795,7 @@ class Agent:
         present = [name for name in names if name in manager.runners]
         if present:
             await manager.stop(present)
+            manager.forget(present)  # started again, they get new runners; removed, none
 
     async def _start(self, names: Sequence[str], components: Mapping[str, Component]) -> None:
         if not names:

@@ -293,6 +293,21 @@ class ComponentManager:
 
         await asyncio.gather(*(stop_one(name) for name in names))
 
+    def forget(self, names: Iterable[str]) -> None:
+        """Let go of stopped components (removed from the device, or about to be replaced):
+        their runners, and the log files those hold open."""
+        for name in names:
+            runner = self._runners.get(name)
+            if runner is None:
+                continue
+            if runner.active:
+                raise ComponentError(f"{name} is still running: stop it before forgetting it")
+            runner.close()
+            del self._runners[name]
+            self._deps.pop(name, None)
+            self._bringups.pop(name, None)
+            self._start_called.discard(name)
+
     async def shutdown(self) -> None:
         """Stop every component (dependents first) and make sure none of their processes is left."""
         self._closing = True

@@ -340,6 +340,10 @@ class ComponentRunner:
         """Started and not stopped since (its processes may be running)."""
         return self._started
 
+    def close(self) -> None:
+        """Close the component's log file (a later line would open it again)."""
+        self._log.close()
+
     async def wait_state(self, *states: str, timeout: float) -> State:
         """Wait until the state is one of `states`; TimeoutError (saying where it is) if not."""
         loop = asyncio.get_running_loop()
