@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import signal
 import socket
-import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -84,7 +83,7 @@ class Supervisor:
         with self.runtime.db.begin() as conn:
             endpoint = service._endpoint(conn, self.project, self.name, lock=True)
             if service.supervisor_alive(endpoint) and endpoint.supervisor != process_identity():
-                print(f"endpoint {self.name} is already supervised by {endpoint.supervisor}")
+                say(f"endpoint {self.name} is already supervised by {endpoint.supervisor}")
                 return 1
             store.update_endpoint(
                 conn,
@@ -98,7 +97,7 @@ class Supervisor:
             listener = _bind(endpoint.host, endpoint.port or 0)
         except OSError as exc:
             self._set_status("failed", f"cannot listen on {endpoint.host}:{endpoint.port}: {exc}")
-            print(f"cannot listen on {endpoint.host}:{endpoint.port}: {exc}", file=sys.stderr)
+            say(f"cannot listen on {endpoint.host}:{endpoint.port}: {exc}")
             return 1
         port = listener.getsockname()[1]
         if endpoint.port != port:
@@ -109,17 +108,17 @@ class Supervisor:
             loop.add_signal_handler(sig, self.stopping.set)
         server = self._http_server(endpoint)
         serving = asyncio.create_task(server.serve(sockets=[listener]))
-        print(f"endpoint {self.name} listening on http://{endpoint.host}:{port}", flush=True)
+        say(f"endpoint {self.name} listening on http://{endpoint.host}:{port}")
         try:
             while not self.stopping.is_set():
                 try:
                     await self.tick()
                 except NotFound:
-                    print(f"endpoint {self.name} was deleted: stopping", flush=True)
+                    say(f"endpoint {self.name} was deleted: stopping")
                     break
                 except Exception as exc:  # one bad pass must not take the endpoint down
                     problem = f"control loop: {type(exc).__name__}: {exc}"
-                    print(problem, file=sys.stderr, flush=True)
+                    say(problem)
                     with contextlib.suppress(Exception):  # say so, and that this process lives
                         self._set_status("degraded", problem, heartbeat=True)
                 with contextlib.suppress(TimeoutError):
@@ -367,7 +366,7 @@ class Supervisor:
         self.generation = -1
         self._load()  # the rows as they are now: the status written next must not be stale
         if event:
-            print(f"rollout: {event}", flush=True)
+            say(f"rollout: {event}")
 
     # -- autoscaling ------------------------------------------------------------------------------
 
@@ -397,7 +396,7 @@ class Supervisor:
                     conn, self.endpoint.id, "scale", f"{live.row.name}: {decision.reason}"
                 )
                 store.bump_generation(conn, self.endpoint.id)
-            print(f"scale: {live.row.name}: {decision.reason}", flush=True)
+            say(f"scale: {live.row.name}: {decision.reason}")
 
     # -- status -----------------------------------------------------------------------------------
 
@@ -523,6 +522,11 @@ def _bind(host: str, port: int) -> socket.socket:
     # sent as head + body waits for a delayed ACK (~40 ms)
     listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return listener
+
+
+def say(line: str) -> None:
+    """A line of the supervisor's log (its stdout), with the local time."""
+    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')}  {line}", flush=True)
 
 
 def main(runtime: Runtime, project: str, name: str, project_root: Path) -> int:
