@@ -23,7 +23,7 @@ from .batching import MicroBatcher
 from .guards import GuardOptions, Guards
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import ServerMetrics
-from .payloads import PayloadError, parse_request
+from .payloads import Batch, PayloadError, parse_request
 from .predictors import PredictError, Predictor
 from .signature import InputSchema
 
@@ -122,7 +122,10 @@ class ModelServer:
                 self.model.schema,
                 max_rows=self.options.max_rows,
             )
-            prediction = self.batcher.submit(batch.columns, batch.rows)
+            if batch.params and self.model.predictor.takes_params:
+                prediction = self._with_params(batch)  # alone: its params are its own
+            else:
+                prediction = self.batcher.submit(batch.columns, batch.rows)
             timeout = self.guards.options.timeout
             if timeout is not None:
                 prediction = asyncio.wait_for(prediction, timeout - (time.perf_counter() - started))
@@ -151,6 +154,10 @@ class ModelServer:
             self.guards.in_flight -= 1
         await respond(send, status, JSON, payload)
         self.metrics.observe(status, time.perf_counter() - started, kind)
+
+    async def _with_params(self, batch: Batch) -> Any:
+        assert batch.params is not None
+        return self.model.predictor.predict_with_params(batch.columns, batch.rows, batch.params)
 
     async def _body(self, scope: Scope, receive: Receive) -> bytes:
         limit = self.options.max_body_bytes

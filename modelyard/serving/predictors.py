@@ -129,10 +129,19 @@ class Predictor:
     def __init__(self, path: Path) -> None:
         self.path = path
 
+    takes_params = False  # whether a request's `params` reach the model (a params schema)
+
     def predict(self, columns: Columns, rows: int) -> npt.NDArray[Any]:
         """One output per row: a 1-D float64 array for regressors, else what the model returns
         (as an array). Extra columns are ignored."""
         raise NotImplementedError
+
+    def predict_with_params(
+        self, columns: Columns, rows: int, params: Mapping[str, Any]
+    ) -> npt.NDArray[Any]:
+        """A prediction with a request's inference parameters; a model without a params schema
+        ignores them, as MLflow's scoring server does."""
+        return self.predict(columns, rows)
 
     def describe(self) -> dict[str, Any]:
         """How this predictor predicts, for the server's health page and logs."""
@@ -1226,8 +1235,19 @@ class _PyfuncPredictor(Predictor):
         self.columns = None if names is None else tuple(names)
         self._schema_error = MlflowException
         self._reason = reason
+        self.takes_params = self._pyfunc.metadata.get_params_schema() is not None
 
     def predict(self, columns: Columns, rows: int) -> npt.NDArray[Any]:
+        return self._predict(columns, rows, None)
+
+    def predict_with_params(
+        self, columns: Columns, rows: int, params: Mapping[str, Any]
+    ) -> npt.NDArray[Any]:
+        return self._predict(columns, rows, dict(params) if self.takes_params else None)
+
+    def _predict(
+        self, columns: Columns, rows: int, params: dict[str, Any] | None
+    ) -> npt.NDArray[Any]:
         import pandas as pd
 
         # the signature's columns that the input has (MLflow itself refuses missing required ones)
@@ -1236,9 +1256,9 @@ class _PyfuncPredictor(Predictor):
         if rows == 0:
             return np.empty(0)
         frame = pd.DataFrame({name: list(columns[name]) for name in names}, columns=names)
-        try:
-            return _as_output(self._pyfunc.predict(frame))
-        except self._schema_error as exc:  # MLflow's schema check refused the input
+        try:  # MLflow checks the params against the schema, and fills in their defaults
+            return _as_output(self._pyfunc.predict(frame, params=params))
+        except self._schema_error as exc:  # MLflow's schema check refused the input or params
             raise PredictError(f"invalid model input: {exc.message}") from None
 
     def describe(self) -> dict[str, Any]:

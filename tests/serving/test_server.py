@@ -349,3 +349,35 @@ def test_exit_with_parent_naming_a_parent_already_gone_stops_at_once(package: Pa
     )
     assert done.returncode == 0, done.stderr
     assert "serving abalone-1 on http://127.0.0.1:" in done.stdout
+
+
+def scaled_model(folder: Path) -> Path:
+    """A pyfunc package predicting `x * 2 * scale`, with `scale` in its params schema."""
+    from modelyard.testing.registry import TIMES_K_MODEL_STEP
+
+    subprocess.run([sys.executable, "-c", TIMES_K_MODEL_STEP, str(folder), "2"], check=True)
+    code = folder / "code" / "times_k.py"
+    code.write_text(
+        code.read_text().replace(
+            "return frame['x'].astype(float) * float(self.k)",
+            "return frame['x'].astype(float) * float(self.k) * (params or {}).get('scale', 1.0)",
+        )
+    )
+    mlmodel = folder / "MLmodel"
+    schema = '[{"name": "scale", "type": "double", "default": 1.0, "shape": null}]'
+    mlmodel.write_text(mlmodel.read_text().replace("params: null", f"params: '{schema}'"))
+    return folder
+
+
+def test_request_params_reach_a_model_with_a_params_schema(tmp_path: Path) -> None:
+    server = start_server(str(scaled_model(tmp_path / "scaled")))
+    try:
+        data = {"columns": ["x"], "data": [[1.5]]}
+        plain = server.post({"dataframe_split": data})
+        assert plain.json() == {"predictions": [3.0]}  # the schema's default scale, 1
+        scaled = server.post({"dataframe_split": data, "params": {"scale": 10}})
+        assert scaled.status_code == 200 and scaled.json() == {"predictions": [30.0]}
+        wrong = server.post({"dataframe_split": data, "params": {"scale": "big"}})
+        assert wrong.status_code == 422 and "scale" in wrong.json()["message"]
+    finally:
+        stop(server)
