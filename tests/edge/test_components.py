@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import psutil
 import pytest
@@ -33,8 +31,7 @@ from modelyard.edge.agent.model import (
     Platform,
     Recipe,
 )
-
-T = TypeVar("T")
+from modelyard.testing.aio import gone, read_pid, run, until
 
 
 def _phases(steps: dict[str, LifecycleStep]) -> dict[str, Any]:
@@ -68,35 +65,6 @@ def make_manager(
     )
     manager = ComponentManager(root, runner_factory=factory, on_state=lambda *c: calls.append(c))
     return manager, calls
-
-
-def run(coro: Awaitable[T]) -> T:
-    async def main() -> T:
-        return await asyncio.wait_for(coro, 40)
-
-    return asyncio.run(main())
-
-
-async def until(
-    predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition"
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
-async def read_pid(path: Path) -> int:
-    await until(lambda: path.exists() and path.read_text().strip() != "", what=str(path))
-    return int(path.read_text().split()[0])
-
-
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def our_processes(root: Path) -> list[int]:
