@@ -10,6 +10,8 @@ import re
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,3 +73,51 @@ def start_server(*args: str, cwd: Path | None = None) -> Server:
 def stop(server: Server) -> None:
     server.process.terminate()
     server.process.wait(timeout=30)
+
+
+def wait_for(condition: Callable[[], Any], what: str, timeout: float = 90.0) -> Any:
+    """Poll a condition with a deadline: for state in other processes, with nothing to join."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Load:
+    """Clients posting `body` to URL/invocations in threads until the block ends; every answer
+    is kept as (status, the x-modelyard-variant header, the JSON body)."""
+
+    def __init__(
+        self,
+        url: str,
+        body: Any,
+        clients: int = 1,
+        headers: dict[str, str] | None = None,
+    ):
+        self.url = url + "/invocations"
+        self.body = body
+        self.headers = headers or {}
+        self.answers: list[tuple[int, str | None, Any]] = []
+        self.stopped = threading.Event()
+        self.threads = [threading.Thread(target=self._client) for _ in range(clients)]
+
+    def __enter__(self) -> Load:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopped.set()
+        for thread in self.threads:
+            thread.join()
+
+    def _client(self) -> None:
+        with httpx.Client(timeout=30) as client:
+            while not self.stopped.is_set():
+                response = client.post(self.url, json=self.body, headers=self.headers)
+                body = response.json() if response.content else None
+                variant = response.headers.get("x-modelyard-variant")
+                self.answers.append((response.status_code, variant, body))

@@ -16,8 +16,6 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ import pytest
 
 from modelyard.testing import write_project
 from modelyard.testing.registry import TIMES_K_MODEL_STEP
+from modelyard.testing.serving import Load, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -78,47 +77,6 @@ def url_of(cli: Callable[..., Any], root: Path, name: str) -> str:
     shown = cli(root, "endpoint", "show", name, "--json")
     assert shown.code == 0, shown.err
     return str(shown.json()["url"])
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = 90.0) -> Any:
-    """Poll a condition with a deadline (state in other processes: there is nothing to join)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-class Load:
-    """Clients posting requests in threads until stopped; every answer is kept."""
-
-    def __init__(self, url: str, clients: int = 1, headers: dict[str, str] | None = None):
-        self.url = url + "/invocations"
-        self.headers = headers or {}
-        self.answers: list[tuple[int, str | None, Any]] = []
-        self.stopped = threading.Event()
-        self.threads = [threading.Thread(target=self._client) for _ in range(clients)]
-
-    def __enter__(self) -> Load:
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stopped.set()
-        for thread in self.threads:
-            thread.join()
-
-    def _client(self) -> None:
-        with httpx.Client(timeout=30) as client:
-            while not self.stopped.is_set():
-                response = client.post(self.url, json=BODY, headers=self.headers)
-                body = response.json() if response.content else None
-                self.answers.append(
-                    (response.status_code, response.headers.get("x-modelyard-variant"), body)
-                )
 
 
 def test_deploy_list_show_and_the_truth_after_a_supervisor_dies(
@@ -185,7 +143,7 @@ def test_a_new_version_all_at_once_under_load_drops_no_request(
     first = cli(shop, "endpoint", "deploy", "toy-dev", "--model", "toy/1", "--stage", "dev")
     assert first.code == 0, first.err
     url = url_of(cli, shop, "toy-dev")
-    with Load(url, clients=4) as load:
+    with Load(url, BODY, clients=4) as load:
         wait_for(lambda: len(load.answers) > 50, "traffic")
         switched = cli(shop, "endpoint", "deploy", "toy-dev", "--model", "toy/3", "--stage", "dev")
         assert switched.code == 0, switched.out + switched.err
@@ -206,7 +164,7 @@ def test_a_broken_canary_is_rolled_back_and_errors_stay_at_its_share(
     stable = cli(shop, "endpoint", "deploy", "toy-prod", "--model", "toy/1", "--stage", "prod")
     assert stable.code == 0, stable.err
     url = url_of(cli, shop, "toy-prod")
-    with Load(url) as load:
+    with Load(url, BODY) as load:
         canary = cli(
             shop,
             *("endpoint", "deploy", "toy-prod", "--model", "toy/2", "--stage", "prod"),
@@ -253,7 +211,7 @@ def test_the_prod_endpoint_scales_out_under_load_and_back_in(
 
     wait_for(lambda: replicas() == (2, 2), "two ready replicas")
     # 60 invocations per replica per minute is 1/s: a few clients are many times that
-    with Load(url, clients=2):
+    with Load(url, BODY, clients=2):
         wait_for(lambda: replicas()[0] > 2, "a scale-out", timeout=60)
         wait_for(lambda: replicas()[1] > 2, "the new replicas to be ready", timeout=60)
     wait_for(lambda: replicas() == (2, 2), "the scale-in after the load", timeout=60)

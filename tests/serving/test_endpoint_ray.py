@@ -27,7 +27,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ import httpx
 import pytest
 
 from modelyard.testing.abalone import COLUMNS, Abalone, make_abalone
+from modelyard.testing.serving import Load, wait_for
 
 HAS_RAY = importlib.util.find_spec("ray") is not None
 needs_ray = pytest.mark.skipif(
@@ -213,48 +213,8 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., Result]:
     return invoke
 
 
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = 90.0) -> Any:
-    """Poll state in other processes with a deadline (there is nothing to join)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def rows(abalone: Abalone, count: int) -> dict[str, Any]:
     return {"dataframe_split": abalone.frame.iloc[:count][COLUMNS].to_dict(orient="split")}
-
-
-class Load:
-    """Clients posting in threads until stopped; every (status, variant, body) is kept."""
-
-    def __init__(self, url: str, body: dict[str, Any], clients: int = 2):
-        self.url = url + "/invocations"
-        self.body = body
-        self.answers: list[tuple[int, str | None, Any]] = []
-        self.stopped = threading.Event()
-        self.threads = [threading.Thread(target=self._client) for _ in range(clients)]
-
-    def __enter__(self) -> Load:
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stopped.set()
-        for thread in self.threads:
-            thread.join()
-
-    def _client(self) -> None:
-        with httpx.Client(timeout=30) as client:
-            while not self.stopped.is_set():
-                response = client.post(self.url, json=self.body)
-                body = response.json() if response.content else None
-                variant = response.headers.get("x-modelyard-variant")
-                self.answers.append((response.status_code, variant, body))
 
 
 def shown(cli: Callable[..., Result], root: Path, name: str) -> dict[str, Any]:
@@ -488,7 +448,7 @@ def test_a_new_version_rolls_out_on_ray_under_load_with_no_failed_request(
 ) -> None:
     url = shown(cli, shop.root, "abalone-ray")["url"]
     expected = shop.abalone.expected()[:2].tolist()
-    with Load(url, rows(shop.abalone, 2)) as load:
+    with Load(url, rows(shop.abalone, 2), clients=2) as load:
         wait_for(lambda: len(load.answers) > 30, "traffic")
         started = time.monotonic()
         switched = cli(
