@@ -478,8 +478,9 @@ def test_scaling_changes_the_replicas_ray_runs_and_delete_stops_its_ray(
     probe = RayProbe(replica["cluster"])
     app = "shop.abalone-ray.abalone-2"
     try:
-        # the old version's application went when its rollout completed
-        assert set(probe.apps()) == {app}
+        # the old version's application goes once its rollout completed (Ray deletes it in
+        # the background)
+        wait_for(lambda: set(probe.apps()) == {app}, "the old version's application to go")
         for count in (2, 1):
             started = time.monotonic()
             scaled = cli(
