@@ -251,12 +251,14 @@ def test_the_compiled_preprocessor_is_a_file_of_the_package_that_mlflow_leaves_a
 def test_a_preprocessor_that_does_not_compile_is_packaged_without_the_compiled_file(
     abalone: Abalone, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from modelyard.serving import predictors
+    from modelyard.serving.predictors import precompiled
+    from modelyard.serving.predictors.compiled import _Unsupported
 
     def unsupported(preprocessor: Any, columns: Any) -> Any:
-        raise predictors._Unsupported("a transformer the compiler does not know")
+        raise _Unsupported("a transformer the compiler does not know")
 
-    monkeypatch.setattr(predictors, "_compile", unsupported)
+    # where write_compiled_preprocessor calls it
+    monkeypatch.setattr(precompiled, "_compile", unsupported)
     info = abalone.package(tmp_path / "pkg")
     assert sorted(p.name for p in (info.path / "artifacts").iterdir()) == [
         "pipeline.json",

@@ -22,13 +22,30 @@ import pytest
 
 from modelyard.errors import ArtifactError
 from modelyard.registry.packaging import PackageInfo, package_inference_pipeline
-from modelyard.serving import predictors
 from modelyard.serving.predictors import (
     PRECOMPILED_FILE,
     PredictError,
     Predictor,
     load_predictor,
+    loading,
 )
+from modelyard.serving.predictors.base import _MISSING
+from modelyard.serving.predictors.compiled import (
+    _Block,
+    _CompiledTransform,
+    _Elementwise,
+    _OneHot,
+    _Unsupported,
+)
+from modelyard.serving.predictors.compiled_json import _floats, _floats_json, _value, _value_json
+from modelyard.serving.predictors.compiler import _compile
+from modelyard.serving.predictors.package import (
+    _BOOSTER_ARTIFACT,
+    _CONFIG_ARTIFACT,
+    _CONFIG_FORMAT,
+    _PREPROCESSOR_ARTIFACT,
+)
+from modelyard.serving.predictors.xgboost_capi import _LibBooster, _xgboost_library, _XGBoostError
 from modelyard.testing.abalone import COLUMNS, Abalone, make_abalone, read_rows
 
 SLICE_ROWS = 300
@@ -219,14 +236,14 @@ def test_a_compiled_transform_that_disagrees_with_scikit_learn_is_not_used(
     package_copy: Path, pyfunc: Any, abalone: Abalone, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # as if a scikit-learn version transformed differently: the input example gives it away
-    compile_for_real = predictors._compile
+    compile_for_real = _compile
 
     def off_by_one(preprocessor: Any, columns: Any) -> Any:
         compiled = compile_for_real(preprocessor, columns)
-        compiled.blocks[0].after.append(predictors._Elementwise("oops", np.add, np.asarray(1.0)))
+        compiled.blocks[0].after.append(_Elementwise("oops", np.add, np.asarray(1.0)))
         return compiled
 
-    monkeypatch.setattr(predictors, "_compile", off_by_one)
+    monkeypatch.setattr(loading, "_compile", off_by_one)  # where _transform_at_load calls it
     (package_copy / "artifacts" / PRECOMPILED_FILE).unlink()  # compiled at load, as before
     loaded = load_predictor(package_copy)
     assert loaded.describe()["transform"] == "scikit-learn"
@@ -237,10 +254,10 @@ def test_a_compiled_transform_that_disagrees_with_scikit_learn_is_not_used(
 def test_the_pipeline_constants_are_those_of_the_packaged_code() -> None:
     from modelyard.registry import pyfunc_models
 
-    assert predictors._PREPROCESSOR_ARTIFACT == pyfunc_models.PREPROCESSOR_ARTIFACT
-    assert predictors._BOOSTER_ARTIFACT == pyfunc_models.BOOSTER_ARTIFACT
-    assert predictors._CONFIG_ARTIFACT == pyfunc_models.CONFIG_ARTIFACT
-    assert predictors._CONFIG_FORMAT == pyfunc_models.CONFIG_FORMAT
+    assert _PREPROCESSOR_ARTIFACT == pyfunc_models.PREPROCESSOR_ARTIFACT
+    assert _BOOSTER_ARTIFACT == pyfunc_models.BOOSTER_ARTIFACT
+    assert _CONFIG_ARTIFACT == pyfunc_models.CONFIG_ARTIFACT
+    assert _CONFIG_FORMAT == pyfunc_models.CONFIG_FORMAT
 
 
 # -- damaged packages ------------------------------------------------------------------------------
@@ -296,7 +313,7 @@ def test_a_pipeline_of_another_format_is_served_by_pyfunc(
     package_copy: Path, abalone: Abalone
 ) -> None:
     # a package made by a later modelyard, whose code (shipped inside) reads another format
-    new, old = "modelyard-inference-pipeline/2", predictors._CONFIG_FORMAT
+    new, old = "modelyard-inference-pipeline/2", _CONFIG_FORMAT
     for path in (package_copy / "artifacts" / "pipeline.json", package_copy / "pyfunc_models.py"):
         path.write_text(path.read_text().replace(old, new))
     loaded = load_predictor(package_copy)
@@ -448,7 +465,7 @@ def test_verify_checks_the_precompiled_transform_against_scikit_learn_again(
     path = _compiled_file(package_copy)
     document = json.loads(path.read_text())
     document["transform"]["blocks"][0]["before"][1]["value"][0] += 0.5
-    transform = predictors._CompiledTransform.from_json(document["transform"])
+    transform = _CompiledTransform.from_json(document["transform"])
     for check in document["checks"]:
         columns = check["columns"]
         check["features"] = transform(columns, len(columns["sex"])).tolist()
@@ -488,9 +505,9 @@ def test_the_library_booster_predicts_as_xgboost_does(package: PackageInfo) -> N
     import xgboost
 
     booster_file = package.path / "artifacts" / "xgboost-model.json"
-    library = predictors._xgboost_library()
+    library = _xgboost_library()
     assert library is not None
-    native = predictors._LibBooster(library, booster_file, nthread=1)
+    native = _LibBooster(library, booster_file, nthread=1)
     booster = xgboost.Booster(model_file=str(booster_file))
     assert native.num_features() == booster.num_features() == 10
     rng = np.random.default_rng(3)
@@ -500,7 +517,7 @@ def test_the_library_booster_predicts_as_xgboost_does(package: PackageInfo) -> N
         expected = booster.inplace_predict(x, validate_features=False)
         got = native.inplace_predict(x)
         assert got.dtype == expected.dtype and np.array_equal(got, expected)
-    with pytest.raises(predictors._XGBoostError, match=r"[Ff]eature"):
+    with pytest.raises(_XGBoostError, match=r"[Ff]eature"):
         native.inplace_predict(matrix[:, :4])
 
 
@@ -655,7 +672,7 @@ def _fit(name: str) -> tuple[Any, list[str]]:
 @pytest.mark.parametrize("name", list(_configs()))
 def test_the_compiled_transform_is_the_preprocessors(name: str) -> None:
     preprocessor, columns = _fit(name)
-    compiled = predictors._compile(preprocessor, columns)
+    compiled = _compile(preprocessor, columns)
     unknown = name not in ("most-frequent",)  # its encoder refuses unknown categories
     rows = _test_rows(unknown)
     if name == "empty-column-dropped":
@@ -670,14 +687,14 @@ def test_the_compiled_transform_is_the_preprocessors(name: str) -> None:
 
 def _through_json(compiled: Any) -> Any:
     text = json.dumps(compiled.to_json(), allow_nan=False)  # plain JSON, or it raises
-    return predictors._CompiledTransform.from_json(json.loads(text))
+    return _CompiledTransform.from_json(json.loads(text))
 
 
 @pytest.mark.filterwarnings("ignore:Skipping features without any observed values")
 @pytest.mark.parametrize("name", list(_configs()))
 def test_the_compiled_transform_survives_json(name: str) -> None:
     preprocessor, columns = _fit(name)
-    compiled = predictors._compile(preprocessor, columns)
+    compiled = _compile(preprocessor, columns)
     loaded = _through_json(compiled)
     assert loaded.to_json() == compiled.to_json()
     assert loaded.describe() == compiled.describe()
@@ -700,8 +717,8 @@ def test_the_compiled_transform_survives_json(name: str) -> None:
 
 
 def test_categories_of_every_type_survive_json() -> None:
-    missing = predictors._MISSING
-    encoder = predictors._OneHot(
+    missing = _MISSING
+    encoder = _OneHot(
         names=("n", "s"),
         lookups=(
             {1: 0, 2.5: 1, -0.0: 2, float("inf"): 3, missing: 4},
@@ -713,8 +730,8 @@ def test_categories_of_every_type_survive_json() -> None:
         refuse_unknown=False,
         fills=("x", None),
     )
-    block = predictors._Block("b", ("n", "s"), True, ["one-hot(10)"], encoder=encoder, stop=10)
-    compiled = predictors._CompiledTransform((block,), 10)
+    block = _Block("b", ("n", "s"), True, ["one-hot(10)"], encoder=encoder, stop=10)
+    compiled = _CompiledTransform((block,), 10)
     loaded = _through_json(compiled)
     lookups = loaded.blocks[0].encoder.lookups
     assert lookups == encoder.lookups
@@ -725,10 +742,7 @@ def test_categories_of_every_type_survive_json() -> None:
     assert loaded.blocks[0].encoder.fills == ("x", None)
     values = [1, 1.0, "1", True, None, float("nan"), -float("inf"), np.float64(0.5), np.int64(3)]
     back = [
-        predictors._value(v)
-        for v in json.loads(
-            json.dumps([predictors._value_json(v) for v in values], allow_nan=False)
-        )
+        _value(v) for v in json.loads(json.dumps([_value_json(v) for v in values], allow_nan=False))
     ]
     assert [type(v) for v in back] == [int, float, str, bool, type(None), float, float, float, int]
     assert back[:5] == values[:5] and np.isnan(back[5]) and back[6:] == [-np.inf, 0.5, 3]
@@ -740,8 +754,8 @@ def test_floats_survive_json_with_nan_and_infinities() -> None:
         np.array([np.nan, np.inf, -np.inf, -0.0, 1e-300]),
         np.array([[1.0, np.nan], [np.inf, 0.1 + 0.2]]),
     ):
-        text = json.dumps(predictors._floats_json(array), allow_nan=False)
-        back = predictors._floats(json.loads(text), ndim=array.ndim)
+        text = json.dumps(_floats_json(array), allow_nan=False)
+        back = _floats(json.loads(text), ndim=array.ndim)
         assert back.dtype == np.float64
         assert np.array_equal(back, array, equal_nan=True)
         assert np.array_equal(np.signbit(back), np.signbit(array))
@@ -766,9 +780,9 @@ def test_floats_survive_json_with_nan_and_infinities() -> None:
 )
 def test_json_that_is_not_a_compiled_transform_is_a_value_error(damage: Any) -> None:
     preprocessor, columns = _fit("abalone-like")
-    data = predictors._compile(preprocessor, columns).to_json()
+    data = _compile(preprocessor, columns).to_json()
     with pytest.raises(ValueError):
-        predictors._CompiledTransform.from_json(damage(json.loads(json.dumps(data))))
+        _CompiledTransform.from_json(damage(json.loads(json.dumps(data))))
 
 
 def _edit(data: Any, keys: list[Any], value: Any) -> Any:
@@ -781,7 +795,7 @@ def _edit(data: Any, keys: list[Any], value: Any) -> Any:
 
 def test_an_encoder_that_refuses_unknown_categories_says_which_column() -> None:
     preprocessor, columns = _fit("most-frequent")
-    compiled = predictors._compile(preprocessor, columns)
+    compiled = _compile(preprocessor, columns)
     rows = _test_rows(unknown=False)[columns]
     columns_in = _as_input(rows)
     columns_in["color"][5] = "purple"
@@ -817,8 +831,8 @@ def test_transformers_the_compiler_does_not_know_are_refused(make: str) -> None:
     transformer = eval(make)  # a short table of transformers
     frame = _synthetic()
     preprocessor = ColumnTransformer([("x", transformer, columns)]).fit(frame)
-    with pytest.raises(predictors._Unsupported):
-        predictors._compile(preprocessor, list(frame.columns))
+    with pytest.raises(_Unsupported):
+        _compile(preprocessor, list(frame.columns))
 
 
 # -- packages with other preprocessors -------------------------------------------------------
