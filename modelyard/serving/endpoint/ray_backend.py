@@ -61,7 +61,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from modelyard.errors import ConfigError, MissingDependency, StateConflict
 
-from .replicas import Drain, Replica, ReplicaSpec, State, _check_spec
+from .replicas import Drain, Replica, ReplicaSpec, State, _check_spec, http_ok
 
 if TYPE_CHECKING:
     from modelyard.serving.app import Receive, Scope, Send, ServingOptions
@@ -662,7 +662,9 @@ class RayVariant:
         running = states.get("RUNNING", 0)
         starting = sum(states.get(state, 0) for state in _STARTING)
         if running and not self._routed:
-            self._routed = await _probe(session.host, session.port, self.prefix + "/ping")
+            self._routed = await http_ok(
+                session.host, session.port, self.prefix + "/ping", PROBE_TIMEOUT
+            )
         self._update(running if self._routed else 0, starting, session, running)
 
     def _update(self, ready: int, starting: int, session: _Session, running: int = 0) -> None:
@@ -725,23 +727,6 @@ def _serving_options(serve_args: tuple[str, ...]) -> ServingOptions:
         max_batch_rows=args.max_batch,
         max_wait=args.max_wait_ms / 1000,
     )
-
-
-async def _probe(host: str, port: int, path: str, timeout: float = PROBE_TIMEOUT) -> bool:
-    """True when GET `path` at host:port answers 200 within `timeout` seconds."""
-    writer = None
-    try:
-        async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_connection(host, port)
-            writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-            status = await reader.readline()
-    except (OSError, TimeoutError):
-        return False
-    finally:
-        if writer is not None:
-            writer.close()
-    parts = status.split(None, 2)
-    return len(parts) >= 2 and parts[1] == b"200"
 
 
 def ray_address(config: Mapping[str, Any]) -> str | None:

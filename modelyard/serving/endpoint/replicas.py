@@ -269,7 +269,12 @@ class ReplicaSet:
                 # a probe never outlasts the deadline: not ready in time means not ready
                 answers = await asyncio.gather(
                     *(
-                        _ping(s.replica.port, min(PROBE_TIMEOUT, s.ready_by - now))
+                        http_ok(
+                            "127.0.0.1",
+                            s.replica.port,
+                            "/ping",
+                            min(PROBE_TIMEOUT, s.ready_by - now),
+                        )
                         for s, _ in probes
                     )
                 )
@@ -445,13 +450,14 @@ def _exit_reason(code: int) -> str:
         return f"killed by signal {-code}"
 
 
-async def _ping(port: int, timeout: float) -> bool:
-    """True when GET /ping on 127.0.0.1:port answers 200 within `timeout` seconds."""
+async def http_ok(host: str, port: int, path: str, timeout: float) -> bool:
+    """True when GET `path` at host:port answers 200 within `timeout` seconds (a raw request:
+    httpx is not a core dependency, and a probe needs one status line)."""
     writer = None
     try:
         async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(b"GET /ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
             status = await reader.readline()
     except (OSError, TimeoutError):
         return False
