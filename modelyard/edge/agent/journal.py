@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from modelyard.edge.agent.errors import AgentError
+from modelyard.edge.agent.files import fsync_dir
 
 QUEUED = "QUEUED"
 IN_PROGRESS = "IN_PROGRESS"
@@ -87,7 +88,7 @@ def write_json_atomically(path: Path, data: Any, *, durable: bool = True) -> Non
             tmp.unlink()
         raise
     if durable:
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
 
 def read_json(path: Path) -> Any:
@@ -99,15 +100,6 @@ def read_json(path: Path) -> Any:
             f"cannot read {path}: {exc}",
             hint="restore it from a backup, or delete it (the agent then forgets that state)",
         ) from None
-
-
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 # --- the device's state ------------------------------------------------------------------------
@@ -344,7 +336,7 @@ class Journal:
     def dequeue(self, path: Path) -> None:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
     def cleanup_temporary(self) -> list[Path]:
         """Remove the `.tmp-*` files an interrupted write left."""

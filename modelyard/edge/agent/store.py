@@ -46,6 +46,7 @@ from modelyard.edge.agent.archives import (
 from modelyard.edge.agent.builtins import check_docker_artifacts
 from modelyard.edge.agent.digests import verify_artifact
 from modelyard.edge.agent.errors import AgentError, ArtifactError, RecipeError
+from modelyard.edge.agent.files import fsync_dir
 from modelyard.edge.agent.model import Access, Artifact, Component, Recipe
 from modelyard.edge.agent.recipe import load_recipe
 from modelyard.edge.agent.variables import ComponentPaths
@@ -269,7 +270,7 @@ class ComponentStore:
             _check_digest(digest, artifact, where, field)
             os.chmod(tmp, mode)
             os.replace(tmp, target)
-            _fsync_dir(target.parent)
+            fsync_dir(target.parent)
         except BaseException:
             with contextlib.suppress(OSError):
                 tmp.unlink()
@@ -470,7 +471,7 @@ def _write_atomically(target: Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
 
 
 # --- artifacts: helpers ----------------------------------------------------------------------
@@ -652,16 +653,6 @@ def _docker(
 
 
 # --- files: helpers --------------------------------------------------------------------------
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename durable (best effort: not every filesystem supports it)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _subdirs(folder: Path) -> Iterable[Path]:
