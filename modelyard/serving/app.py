@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .batching import MicroBatcher
-from .guards import GuardOptions, Guards
+from .guards import GuardOptions, Guards, Refusal
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import ServerMetrics
 from .payloads import Batch, PayloadError, parse_request
@@ -98,11 +98,7 @@ class ModelServer:
                 client[0] if client else None, scope["path"], scope["headers"]
             )
             if refusal is not None:
-                extra = []
-                if refusal.retry_after is not None:
-                    extra.append((b"retry-after", str(refusal.retry_after).encode()))
-                body = self._dumps({"error_code": refusal.code, "message": refusal.message})
-                await respond(send, refusal.status, JSON, body, extra)
+                await refuse(send, refusal)
                 if scope["path"] == "/invocations":
                     self.metrics.observe(refusal.status, 0.0, "refused")
                 return
@@ -227,6 +223,17 @@ async def dispatch(
         await error(send, 405, "METHOD_NOT_ALLOWED", "method not allowed here")
     else:
         await error(send, 404, "NOT_FOUND", f"no route {scope['path']}")
+
+
+async def refuse(send: Send, refusal: Refusal) -> None:
+    """The answer to a request the guards refused (with Retry-After when they say when)."""
+    from . import jsonio
+
+    extra = []
+    if refusal.retry_after is not None:
+        extra.append((b"retry-after", str(refusal.retry_after).encode()))
+    body = jsonio.dumps({"error_code": refusal.code, "message": refusal.message})
+    await respond(send, refusal.status, JSON, body, extra)
 
 
 async def error(send: Send, status: int, code: str, message: str) -> None:

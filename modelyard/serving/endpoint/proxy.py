@@ -36,6 +36,7 @@ from modelyard.serving.app import (
     error,
     header,
     lifespan,
+    refuse,
     respond,
 )
 from modelyard.serving.guards import GuardOptions, Guards
@@ -197,11 +198,7 @@ class EndpointProxy:
                 client[0] if client else None, scope["path"], scope["headers"]
             )
             if refusal is not None:
-                extra = []
-                if refusal.retry_after is not None:
-                    extra.append((b"retry-after", str(refusal.retry_after).encode()))
-                body = self._dumps({"error_code": refusal.code, "message": refusal.message})
-                await respond(send, refusal.status, JSON, body, extra)
+                await refuse(send, refusal)
                 self.metrics.refused(refusal.code)
                 return
         if scope["path"] == INVOCATIONS and scope["method"] == "POST":
