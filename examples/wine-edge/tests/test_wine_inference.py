@@ -5,6 +5,7 @@ requests and log lines of com.ml.consumer."""
 from __future__ import annotations
 
 import base64
+import importlib
 import json
 import math
 from types import ModuleType
@@ -12,21 +13,8 @@ from types import ModuleType
 import numpy as np
 import pytest
 
-FEATURES = (
-    "fixed acidity",
-    "volatile acidity",
-    "citric acid",
-    "residual sugar",
-    "chlorides",
-    "free sulfur dioxide",
-    "total sulfur dioxide",
-    "density",
-    "pH",
-    "sulphates",
-    "alcohol",
-    "color_red",
-    "color_white",
-)
+# what the model takes, as the steps define it (the conftest puts steps/ on sys.path)
+FEATURES: tuple[str, ...] = importlib.import_module("wine_io").MODEL_COLUMNS
 VALUES = [7.4, 0.7, 0, 1.9, 0.076, 11, 34, 0.9978, 3.51, 0.56, 9.4, 1, 0]
 RECORD = dict(zip(FEATURES, VALUES, strict=True))
 
@@ -174,3 +162,8 @@ def test_without_an_agent_or_model_the_components_exit_1(
     assert "not running under a modelyard agent (SVCUID is not set)" in caplog.text
     assert inference.main(["--model", str(tmp_path / "missing.json")]) == 1
     assert f"cannot load the model {tmp_path / 'missing.json'}" in caplog.text
+
+
+def test_the_components_own_feature_list_is_the_models(inference: ModuleType) -> None:
+    # the component is deployed alone and cannot import the steps: its copy must not drift
+    assert inference.DEFAULT_FEATURES == FEATURES
